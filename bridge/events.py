@@ -1,0 +1,146 @@
+"""Inbound events: the envelope every source is turned into, and the stable event id.
+
+A Magnews webhook body is one event object or an array of them; Magnews does not publish the
+shape, so the parser accepts the contract's shape and names the field when an item cannot be used.
+A Magnify email metric becomes an envelope through ``magnify_envelope``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from config.errors import RequestRejected
+
+__all__ = [
+    "Envelope",
+    "canonical_json",
+    "format_time",
+    "is_test_request",
+    "magnify_envelope",
+    "parse_magnews_body",
+]
+
+_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces: safe in keys and headers
+_MAX_TOPIC_LENGTH = 200
+_TEST_TOPIC = "webhooks/test"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One event as the bridge stores it: where it came from, what it is, and the raw payload."""
+
+    id: str
+    source: str
+    type: str
+    occurred_at: str
+    payload: dict[str, Any]
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces: equal data always gives equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def format_time(moment: datetime) -> str:
+    """ISO 8601 in UTC with millisecond precision and a ``Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _reject(detail: str, field: str) -> RequestRejected:
+    return RequestRejected(400, "Invalid event", detail, errors=[{"field": field, "message": detail}])
+
+
+def _parse_timestamp(value: Any, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _reject(f"{where}.timestamp: must be an ISO 8601 string or epoch seconds/milliseconds", where)
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise _reject(f"{where}.timestamp: {value[:40]!r} is not an ISO 8601 date-time", where) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return format_time(moment)
+    seconds = value / 1000 if value > 10**11 else value  # 10**11 s is year 5138: larger means ms
+    try:
+        return format_time(datetime.fromtimestamp(seconds, tz=UTC))
+    except (OverflowError, OSError, ValueError):
+        raise _reject(f"{where}.timestamp: {value!r} is out of range", where) from None
+
+
+def _magnews_item(item: Any, index: int, received_at: str) -> Envelope:
+    where = f"[{index}]"
+    if not isinstance(item, dict):
+        raise _reject(f"{where}: each event must be a JSON object, got {type(item).__name__}", where)
+    topic = item.get("topic")
+    if not isinstance(topic, str) or not topic.strip():
+        raise _reject(f"{where}.topic: required, a non-empty string", f"{where}.topic")
+    if len(topic) > _MAX_TOPIC_LENGTH:
+        raise _reject(f"{where}.topic: longer than {_MAX_TOPIC_LENGTH} characters", f"{where}.topic")
+    if "data" in item and not isinstance(item["data"], dict | type(None)):
+        raise _reject(f"{where}.data: must be a JSON object", f"{where}.data")
+    raw_id = item.get("id")
+    if raw_id is None:
+        event_id = hashlib.sha256(f"{topic}\n{canonical_json(item)}".encode()).hexdigest()
+    elif isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
+        raise _reject(f"{where}.id: must be a string or an integer", f"{where}.id")
+    else:
+        event_id = str(raw_id)
+        if not _ID_PATTERN.match(event_id):
+            raise _reject(f"{where}.id: 1 to 200 printable ASCII characters without spaces", f"{where}.id")
+    timestamp = item.get("timestamp")
+    occurred_at = received_at if timestamp is None else _parse_timestamp(timestamp, where)
+    return Envelope(id=event_id, source="magnews", type=topic, occurred_at=occurred_at, payload=item)
+
+
+def is_test_request(body: Any) -> bool:
+    """Magnews sends a test request when a subscription is created; it must get 200 and make no work."""
+    return isinstance(body, dict) and (body.get("test") is True or body.get("topic") == _TEST_TOPIC)
+
+
+def parse_magnews_body(body: Any, *, received_at: str, max_events: int) -> list[Envelope]:
+    """Turn a decoded webhook body (one object or an array) into envelopes, or raise ``RequestRejected``."""
+    items = body if isinstance(body, list) else [body]
+    if isinstance(body, list) and not body:
+        raise _reject("the array holds no events", "$")
+    if len(items) > max_events:
+        raise RequestRejected(
+            413,
+            "Too many events",
+            f"{len(items)} events in one request; at most {max_events} are accepted",
+            errors=[{"field": "$", "message": f"at most {max_events} events"}],
+        )
+    return [_magnews_item(item, index, received_at) for index, item in enumerate(items)]
+
+
+def magnify_envelope(metric: dict[str, Any]) -> Envelope:
+    """A Magnify email metric as an event; the id hashes the fields that make the metric unique."""
+    email_event = metric.get("emailEvent") or {}
+    parts = [
+        (metric.get("motion") or {}).get("id"),
+        (metric.get("account") or {}).get("id"),
+        (metric.get("user") or {}).get("id"),
+        email_event.get("type"),
+        email_event.get("templateId"),
+        email_event.get("templateVersion"),
+        metric.get("occurredAt"),
+    ]
+    digest = hashlib.sha256(canonical_json(parts).encode()).hexdigest()
+    occurred_ms = metric.get("occurredAt")
+    occurred_at = (
+        format_time(datetime.fromtimestamp(occurred_ms / 1000, tz=UTC))
+        if isinstance(occurred_ms, int | float) and not isinstance(occurred_ms, bool)
+        else format_time(datetime.now(UTC))
+    )
+    return Envelope(
+        id=digest,
+        source="magnify",
+        type=str(email_event.get("type") or "unknown"),
+        occurred_at=occurred_at,
+        payload=metric,
+    )

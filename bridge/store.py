@@ -1,0 +1,266 @@
+"""The event store in Redis: events, their actions, dead letters and counters.
+
+Keys (one Redis database per bridge; the scripts name keys they compute, so Redis Cluster is not
+supported):
+
+    mb:event:{id}     hash   envelope fields, ``payload`` (raw JSON), ``status``, ``generation``
+    mb:actions:{id}   hash   action key -> JSON record of the action, its attempts and outcome
+    mb:events         zset   event ids by receipt time (ms): listing, time ranges, retention
+    mb:dead           zset   ids of events with an action that failed for good, by time (ms)
+    mb:stats          hash   counters shared by every process (received, duplicates, ...)
+
+An event's own key is its dedupe marker: it lives for the retention window, so the same id again
+within that window is acknowledged as a duplicate. Dead letters are kept (no expiry) until replayed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from bridge.events import Envelope, canonical_json
+from bridge.queue import JOB_KEY_PREFIX, QUEUE_NAME, deliver_job_id, deliver_job_record
+from config.errors import StoreUnavailable
+
+__all__ = ["EVENT_STATUSES", "EventStore", "StoredEvent", "event_key", "now_ms"]
+
+EVENT_STATUSES = ("queued", "delivering", "retrying", "delivered", "failed", "ignored")
+_EVENTS_INDEX = "mb:events"
+_DEAD_INDEX = "mb:dead"
+_STATS = "mb:stats"
+
+# Store each new event, index it and queue its delivery job, atomically; count duplicates.
+# ARGV: now_ms, retention_ms, queue, then 6 values per event.
+_INGEST_LUA = """
+local now = tonumber(ARGV[1])
+local retention = tonumber(ARGV[2])
+local queue = ARGV[3]
+local results = {}
+local accepted = 0
+for i = 4, #ARGV, 6 do
+  local id = ARGV[i]
+  local key = 'mb:event:' .. id
+  if redis.call('EXISTS', key) == 1 then
+    results[#results + 1] = 0
+  else
+    redis.call('HSET', key, 'source', ARGV[i + 1], 'type', ARGV[i + 2], 'occurred_at', ARGV[i + 3],
+      'payload', ARGV[i + 4], 'received_at', now, 'updated_at', now, 'status', 'queued',
+      'generation', 0, 'runs', 0)
+    redis.call('PEXPIRE', key, retention)
+    redis.call('ZADD', 'mb:events', now, id)
+    local job_id = 'deliver:' .. id
+    redis.call('SET', 'arq:job:' .. job_id, ARGV[i + 5])
+    redis.call('ZADD', queue, now, job_id)
+    results[#results + 1] = 1
+    accepted = accepted + 1
+  end
+end
+if accepted > 0 then redis.call('HINCRBY', 'mb:stats', 'received', accepted) end
+if #results > accepted then redis.call('HINCRBY', 'mb:stats', 'duplicates', #results - accepted) end
+redis.call('ZREMRANGEBYSCORE', 'mb:events', '-inf', now - retention)
+return results
+"""
+
+# Queue delivery jobs for stored events (replays, sweeps) unless one is queued already.
+_ENQUEUE_LUA = """
+local now = tonumber(ARGV[1])
+local queue = ARGV[2]
+local results = {}
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  local job_id = 'deliver:' .. id
+  if redis.call('EXISTS', 'mb:event:' .. id) == 0 then
+    results[#results + 1] = -1
+  elseif redis.call('EXISTS', 'arq:job:' .. job_id) == 1 then
+    results[#results + 1] = 0
+  else
+    redis.call('SET', 'arq:job:' .. job_id, ARGV[i + 1])
+    redis.call('ZADD', queue, now, job_id)
+    redis.call('HSET', 'mb:event:' .. id, 'status', 'queued', 'updated_at', now)
+    results[#results + 1] = 1
+  end
+end
+return results
+"""
+
+
+_T = TypeVar("_T")
+
+
+async def _resolve(value: Awaitable[_T] | _T) -> _T:
+    """redis-py types its async commands as ``Awaitable[T] | T``; they are always awaitables here."""
+    return await value if inspect.isawaitable(value) else value
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def event_key(event_id: str) -> str:
+    return f"mb:event:{event_id}"
+
+
+def _actions_key(event_id: str) -> str:
+    return f"mb:actions:{event_id}"
+
+
+@dataclass(slots=True)
+class StoredEvent:
+    """An event as read back from Redis."""
+
+    id: str
+    source: str
+    type: str
+    occurred_at: str
+    received_at: int
+    updated_at: int
+    status: str
+    generation: int
+    runs: int
+    payload: dict[str, Any]
+    actions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "status": self.status,
+            "occurred_at": self.occurred_at,
+            "received_at": self.received_at,
+            "updated_at": self.updated_at,
+        }
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class EventStore:
+    """Typed access to the event keys above; every Redis failure becomes ``StoreUnavailable``."""
+
+    def __init__(self, redis: aioredis.Redis, *, retention_seconds: int):
+        self.redis = redis
+        self.retention_ms = retention_seconds * 1000
+        self._ingest = redis.register_script(_INGEST_LUA)
+        self._enqueue = redis.register_script(_ENQUEUE_LUA)
+
+    async def ingest(self, envelopes: list[Envelope]) -> list[bool]:
+        """Store, index and queue each envelope not seen before; ``True`` per envelope that was new."""
+        stamp = now_ms()
+        args: list[str | int] = [stamp, self.retention_ms, QUEUE_NAME]
+        for envelope in envelopes:
+            args += [
+                envelope.id,
+                envelope.source,
+                envelope.type,
+                envelope.occurred_at,
+                canonical_json(envelope.payload),
+                deliver_job_record(envelope.id, stamp),
+            ]
+        try:
+            results = await self._ingest(args=args)
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        return [bool(flag) for flag in results]
+
+    async def enqueue(self, event_ids: Iterable[str]) -> dict[str, str]:
+        """Queue delivery of stored events: ``queued``, ``already-queued`` or ``not-found`` per id."""
+        ids = list(event_ids)
+        if not ids:
+            return {}
+        stamp = now_ms()
+        args: list[str | int] = [stamp, QUEUE_NAME]
+        for event_id in ids:
+            args += [event_id, deliver_job_record(event_id, stamp)]
+        try:
+            results = await self._enqueue(args=args)
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        names = {1: "queued", 0: "already-queued", -1: "not-found"}
+        return {event_id: names[int(flag)] for event_id, flag in zip(ids, results, strict=True)}
+
+    async def get(self, event_id: str, *, with_actions: bool = True) -> StoredEvent | None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(event_key(event_id))
+            pipe.hgetall(_actions_key(event_id))
+            raw, raw_actions = await pipe.execute()
+        if not raw:
+            return None
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        actions = {_text(k): json.loads(v) for k, v in raw_actions.items()} if with_actions and raw_actions else {}
+        return StoredEvent(
+            id=event_id,
+            source=fields.get("source", ""),
+            type=fields.get("type", ""),
+            occurred_at=fields.get("occurred_at", ""),
+            received_at=int(fields.get("received_at") or 0),
+            updated_at=int(fields.get("updated_at") or 0),
+            status=fields.get("status", ""),
+            generation=int(fields.get("generation") or 0),
+            runs=int(fields.get("runs") or 0),
+            payload=json.loads(fields.get("payload") or "{}"),
+            actions=actions,
+        )
+
+    async def start_run(self, event_id: str) -> None:
+        """Mark an event as being delivered and count the run."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(event_key(event_id), mapping={"status": "delivering", "updated_at": now_ms()})
+            pipe.hincrby(event_key(event_id), "runs", 1)
+            await pipe.execute()
+
+    async def save_action(self, event_id: str, action_key: str, record: dict[str, Any]) -> None:
+        key = _actions_key(event_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, action_key, json.dumps(record, separators=(",", ":")))
+            pipe.pexpire(key, self.retention_ms)
+            await pipe.execute()
+
+    async def finish(self, event_id: str, status: str, *, dead: bool, counter: str) -> None:
+        """Record an event's outcome; a dead letter, and its actions, are kept until replayed."""
+        stamp = now_ms()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(event_key(event_id), mapping={"status": status, "updated_at": stamp})
+            if dead:
+                pipe.zadd(_DEAD_INDEX, {event_id: stamp})
+                pipe.persist(event_key(event_id))
+                pipe.persist(_actions_key(event_id))
+            else:
+                pipe.zrem(_DEAD_INDEX, event_id)
+                pipe.pexpire(event_key(event_id), self.retention_ms)
+                pipe.pexpire(_actions_key(event_id), self.retention_ms)
+            pipe.hincrby(_STATS, counter, 1)
+            await pipe.execute()
+
+    async def set_status(self, event_id: str, status: str) -> None:
+        await _resolve(self.redis.hset(event_key(event_id), mapping={"status": status, "updated_at": now_ms()}))
+
+    async def bump_generation(self, event_id: str) -> int:
+        """A forced replay: a new generation gives every action a new key, so it is sent again."""
+        return int(await _resolve(self.redis.hincrby(event_key(event_id), "generation", 1)))
+
+    async def dead_letter_ids(self) -> list[str]:
+        return [_text(member) for member in await self.redis.zrange(_DEAD_INDEX, 0, -1)]
+
+    async def stats(self) -> dict[str, int]:
+        raw = await _resolve(self.redis.hgetall(_STATS))
+        return {_text(k): int(v) for k, v in raw.items()}
+
+    async def incr_stat(self, name: str, amount: int = 1) -> None:
+        await _resolve(self.redis.hincrby(_STATS, name, amount))
+
+    async def queue_depth(self) -> int:
+        return int(await self.redis.zcard(QUEUE_NAME))
+
+    async def job_exists(self, event_id: str) -> bool:
+        return bool(await self.redis.exists(JOB_KEY_PREFIX + deliver_job_id(event_id)))

@@ -1,0 +1,175 @@
+"""Mapping rules: the TOML rules file, validated with pydantic, with every template compiled at load.
+
+A file that does not validate raises ``ConfigError`` naming the file, the rule and the field, so the
+process stops at start instead of failing event by event.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from config.errors import ConfigError
+
+__all__ = [
+    "BroadcastSpec",
+    "CompiledRule",
+    "MergeSpec",
+    "RuleSet",
+    "load_rules",
+    "template_environment",
+]
+
+_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,63}$"
+_ACTION_KINDS = ("magicbell.broadcast", "magnews.merge")
+
+
+def template_environment() -> ImmutableSandboxedEnvironment:
+    """The sandbox every rule template runs in: no attribute tricks, undefined names are errors."""
+    return ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BroadcastSpec(_Strict):
+    """``magicbell.broadcast``: every string is a template over the event."""
+
+    kind: Literal["magicbell.broadcast"]
+    recipients: list[str] = Field(min_length=1)
+    title: str = Field(min_length=1)
+    content: str | None = None
+    action_url: str | None = None
+    category: str | None = None
+    topic: str | None = None
+    custom_attributes: dict[str, str] = {}
+
+
+class MergeSpec(_Strict):
+    """``magnews.merge``: ``database``, ``values`` and ``options`` values are templates."""
+
+    kind: Literal["magnews.merge"]
+    database: str = Field(min_length=1)
+    values: dict[str, str] = Field(min_length=1)
+    options: dict[str, str | int | bool] = {}
+
+
+ActionSpec = Annotated[BroadcastSpec | MergeSpec, Field(discriminator="kind")]
+
+
+class RuleSpec(_Strict):
+    name: str = Field(pattern=_NAME_PATTERN)
+    source: Literal["magnews", "magnify", "*"]
+    types: list[str] = Field(min_length=1)
+    actions: list[ActionSpec] = Field(min_length=1)
+    enabled: bool = True
+
+
+class RulesFileSpec(_Strict):
+    rules: list[RuleSpec]
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, rules: list[RuleSpec]) -> list[RuleSpec]:
+        seen: set[str] = set()
+        for rule in rules:
+            if rule.name in seen:
+                raise ValueError(f"rule name {rule.name!r} is used twice (names key the idempotency ledger)")
+            seen.add(rule.name)
+        return rules
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """A validated rule whose templates are compiled, keyed by the action field they fill."""
+
+    name: str
+    source: str
+    types: tuple[str, ...]
+    actions: tuple[BroadcastSpec | MergeSpec, ...]
+    templates: tuple[dict[str, jinja2.Template], ...]
+
+    def matches(self, source: str, event_type: str) -> bool:
+        if self.source not in ("*", source):
+            return False
+        return any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.types)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """All enabled rules of one file, in file order."""
+
+    path: Path
+    rules: tuple[CompiledRule, ...]
+
+    def matching(self, source: str, event_type: str) -> list[CompiledRule]:
+        return [rule for rule in self.rules if rule.matches(source, event_type)]
+
+
+def _template_fields(action: BroadcastSpec | MergeSpec) -> dict[str, str]:
+    """Every template string of an action, under a dotted field path (``values.email``)."""
+    fields: dict[str, str] = {}
+    for key, value in action.model_dump(exclude={"kind"}).items():
+        if isinstance(value, str):
+            fields[key] = value
+        elif isinstance(value, list):
+            fields.update({f"{key}.{i}": item for i, item in enumerate(value)})
+        elif isinstance(value, dict):
+            fields.update({f"{key}.{k}": v for k, v in value.items() if isinstance(v, str)})
+    return fields
+
+
+def _compile(spec: RuleSpec, path: Path, env: ImmutableSandboxedEnvironment) -> CompiledRule:
+    compiled: list[dict[str, jinja2.Template]] = []
+    for index, action in enumerate(spec.actions):
+        templates: dict[str, jinja2.Template] = {}
+        for field, source in _template_fields(action).items():
+            try:
+                templates[field] = env.from_string(source)
+            except jinja2.TemplateSyntaxError as exc:
+                raise ConfigError(
+                    f"rules file {path}: rule {spec.name!r}: actions.{index}.{field}: "
+                    f"template syntax error: {exc.message}"
+                ) from exc
+        compiled.append(templates)
+    return CompiledRule(spec.name, spec.source, tuple(spec.types), tuple(spec.actions), tuple(compiled))
+
+
+def _describe(error: Any, raw: dict[str, Any]) -> str:
+    loc = list(error["loc"])
+    where = ""
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+        index = loc[1]
+        rules = raw.get("rules")
+        name = rules[index].get("name", "?") if isinstance(rules, list) and isinstance(rules[index], dict) else "?"
+        where = f"rule {name!r} (#{index + 1}): "
+        loc = loc[2:]
+    # Drop the discriminator tag pydantic puts in the path; ``kind`` already says it.
+    field = ".".join(str(part) for part in loc if part not in _ACTION_KINDS) or "(rule)"
+    return f"{where}{field}: {error['msg']}"
+
+
+def load_rules(path: Path) -> RuleSet:
+    """Read, validate and compile a rules file; any problem raises ``ConfigError`` naming it."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"rules file {path}: cannot be read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"rules file {path}: not valid TOML: {exc}") from exc
+    try:
+        spec = RulesFileSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error, raw) for error in exc.errors())
+        raise ConfigError(f"rules file {path}: {problems}") from exc
+    env = template_environment()
+    rules = tuple(_compile(rule, path, env) for rule in spec.rules if rule.enabled)
+    return RuleSet(path=path, rules=rules)

@@ -1,0 +1,130 @@
+"""Fixtures: a private Redis, the simulators on real sockets, the web app on a real port, workers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from bridge.app import create_app
+from bridge.simulators import Simulators, run_simulators
+from config.settings import Settings
+from tests.redis_server import RedisServer
+from workers.worker import create_worker
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    if redis_server.process is None:  # a test stopped it and failed before restarting
+        redis_server.start()
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def simulators() -> AsyncIterator[Simulators]:
+    async with run_simulators() as sims:
+        yield sims
+
+
+@pytest.fixture
+def make_settings(redis_server: RedisServer, simulators: Simulators) -> SettingsFactory:
+    """Settings wired to the private Redis and the simulators; keyword arguments override."""
+
+    def factory(**overrides: Any) -> Settings:
+        endpoints = simulators.endpoints
+        values: dict[str, Any] = {
+            "redis_url": redis_server.url,
+            "magicbell_base_url": endpoints.magicbell_base_url,
+            "magicbell_token": "sim-magicbell-token",
+            "magicbell_recipients": ["ops@example.com", "oncall@example.com"],
+            "magnews_base_url": endpoints.magnews_base_url,
+            "magnews_token": "sim-magnews-token",
+            "magnews_database_id": 7,
+            "magnify_base_url": endpoints.magnify_base_url,
+            "magnify_token_url": endpoints.magnify_token_url,
+            "retry_base_seconds": 0.01,
+            "retry_cap_seconds": 0.05,
+            "log_level": "warning",
+            "_env_file": None,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return factory
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory, redis: aioredis.Redis) -> Settings:
+    return make_settings()
+
+
+class Service:
+    """The web app on a real socket, with a client session pointed at it."""
+
+    def __init__(self, url: str, session: aiohttp.ClientSession):
+        self.url = url
+        self.session = session
+
+    def post_webhook(self, body: Any, **kwargs: Any) -> Any:
+        return self.session.post(f"{self.url}/webhooks/magnews", json=body, **kwargs)
+
+
+@pytest.fixture
+async def start_service() -> AsyncIterator[Callable[[Settings], Any]]:
+    runners: list[web.AppRunner] = []
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def start(settings: Settings) -> Service:
+        runner = web.AppRunner(create_app(settings))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = runner.addresses[0][1]
+        session = aiohttp.ClientSession()
+        sessions.append(session)
+        return Service(f"http://127.0.0.1:{port}", session)
+
+    yield start
+    for session in sessions:
+        await session.close()
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def service(start_service: Callable[[Settings], Any], settings: Settings) -> Service:
+    result: Service = await start_service(settings)
+    return result
+
+
+async def run_worker_burst(settings: Settings, **overrides: Any) -> Any:
+    """Run a real arq worker until the queue is empty, as arq's own tests do."""
+    worker = create_worker(settings, burst=True, poll_delay=0, handle_signals=False, **overrides)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    return worker
+
+
+def tests_dir() -> Path:
+    return Path(__file__).parent

@@ -1,0 +1,173 @@
+"""The webhook receiver on a real socket against a private Redis."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from arq.jobs import deserialize_job_raw
+
+from bridge.events import canonical_json
+from bridge.queue import deserialize_job
+from tests.conftest import Service, SettingsFactory
+from tests.redis_server import RedisServer
+
+EVENT = {
+    "id": "evt-1",
+    "topic": "contacts/update",
+    "timestamp": "2025-11-14T13:00:00Z",
+    "data": {"idcontact": 500106, "iddatabase": 7, "email": "a@example.com", "status": "subscribed"},
+}
+
+
+def _event(event_id: str, topic: str = "contacts/update") -> dict[str, Any]:
+    return {**EVENT, "id": event_id, "topic": topic}
+
+
+async def _json(response: aiohttp.ClientResponse) -> Any:
+    return json.loads(await response.text())
+
+
+async def test_one_event_is_stored_indexed_and_queued(service: Service, redis: aioredis.Redis) -> None:
+    async with service.post_webhook(EVENT) as response:
+        assert response.status == 200
+        assert await response.json() == {"accepted": 1, "duplicates": 0, "event_ids": ["evt-1"]}
+
+    stored = await redis.hgetall("mb:event:evt-1")
+    assert stored[b"source"] == b"magnews"
+    assert stored[b"type"] == b"contacts/update"
+    assert stored[b"status"] == b"queued"
+    assert stored[b"occurred_at"] == b"2025-11-14T13:00:00.000Z"
+    assert json.loads(stored[b"payload"]) == EVENT
+    assert await redis.zscore("mb:events", "evt-1") is not None
+    assert await redis.zrange("arq:queue", 0, -1) == [b"deliver:evt-1"]
+    assert await redis.ttl("arq:job:deliver:evt-1") == -1, "a job record must never expire"
+    function, args, kwargs, _, _ = deserialize_job_raw(
+        await redis.get("arq:job:deliver:evt-1"), deserializer=deserialize_job
+    )
+    assert (function, args, kwargs) == ("deliver_event", ["evt-1"], {})
+
+
+async def test_repeats_are_acknowledged_as_duplicates(service: Service, redis: aioredis.Redis) -> None:
+    batch = [_event("a"), _event("b"), _event("a")]
+    async with service.post_webhook(batch) as response:
+        assert await response.json() == {"accepted": 2, "duplicates": 1, "event_ids": ["a", "b", "a"]}
+    async with service.post_webhook(batch) as response:
+        assert await response.json() == {"accepted": 0, "duplicates": 3, "event_ids": ["a", "b", "a"]}
+    assert await redis.zcard("arq:queue") == 2
+    assert await redis.hgetall("mb:stats") == {b"received": b"2", b"duplicates": b"4"}
+
+
+async def test_event_without_id_gets_a_content_hash(service: Service, redis: aioredis.Redis) -> None:
+    body = {"topic": "contacts/create", "data": {"email": "x@example.com", "fields": {"name": "Ada"}}}
+    reordered = {"data": {"fields": {"name": "Ada"}, "email": "x@example.com"}, "topic": "contacts/create"}
+    expected = hashlib.sha256(f"contacts/create\n{canonical_json(body)}".encode()).hexdigest()
+    async with service.post_webhook(body) as response:
+        assert (await response.json())["event_ids"] == [expected]
+    async with service.post_webhook(reordered) as response:
+        assert await response.json() == {"accepted": 0, "duplicates": 1, "event_ids": [expected]}
+    occurred_at = (await redis.hget(f"mb:event:{expected}", "occurred_at")).decode()
+    assert occurred_at.endswith("Z") and occurred_at[:2] == "20", "no timestamp: the time of receipt"
+
+
+async def test_magnews_test_request_is_answered_without_work(service: Service, redis: aioredis.Redis) -> None:
+    async with service.post_webhook({"topic": "webhooks/test", "test": True}) as response:
+        assert response.status == 200
+        assert (await response.json())["test"] is True
+    assert await redis.dbsize() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "detail_part"),
+    [
+        (b'{"topic": "contacts/update", ', {"Content-Type": "application/json"}, 400, "not valid JSON"),
+        (b'[{"topic": "a"}, 5]', {"Content-Type": "application/json"}, 400, "[1]: each event must be a JSON object"),
+        (b"[]", {"Content-Type": "application/json"}, 400, "no events"),
+        (b'{"id": "x"}', {"Content-Type": "application/json"}, 400, "[0].topic: required"),
+        (b'{"topic": "a", "data": [1]}', {"Content-Type": "application/json"}, 400, "[0].data"),
+        (b'{"topic": "a", "timestamp": "soon"}', {"Content-Type": "application/json"}, 400, "[0].timestamp"),
+        (b'{"topic": "a", "id": "has space"}', {"Content-Type": "application/json"}, 400, "[0].id"),
+        (b"\xff\xfe", {"Content-Type": "application/json"}, 400, "not UTF-8"),
+        (b'{"topic": "a"}', {"Content-Type": "text/plain"}, 415, "application/json"),
+        (b'{"topic": "a"}', {}, 415, "application/json"),
+    ],
+)
+async def test_bad_input_is_refused_and_nothing_is_stored(
+    service: Service, redis: aioredis.Redis, body: bytes, headers: dict[str, str], status: int, detail_part: str
+) -> None:
+    async with service.session.post(f"{service.url}/webhooks/magnews", data=body, headers=headers) as response:
+        assert response.status == status
+        assert response.content_type == "application/problem+json"
+        problem = await _json(response)
+    assert problem["status"] == status
+    assert detail_part in problem["detail"]
+    assert await redis.dbsize() == 0
+
+
+async def test_oversize_body_gets_413_and_nothing_is_stored(service: Service, redis: aioredis.Redis) -> None:
+    big = [_event(f"e{i}") | {"data": {"blob": "x" * 2000}} for i in range(600)]
+    async with service.post_webhook(big) as response:
+        assert response.status == 413
+        assert response.content_type == "application/problem+json"
+        assert "limit" in (await _json(response))["detail"]
+    assert await redis.dbsize() == 0
+
+
+async def test_too_many_events_in_one_request(
+    start_service: Any, make_settings: SettingsFactory, redis: aioredis.Redis
+) -> None:
+    service = await start_service(make_settings(webhook_max_events=3))
+    async with service.post_webhook([_event(str(i)) for i in range(4)]) as response:
+        assert response.status == 413
+        assert "at most 3" in (await _json(response))["detail"]
+    assert await redis.dbsize() == 0
+
+
+async def test_wrong_method_is_a_problem_document(service: Service) -> None:
+    async with service.session.get(f"{service.url}/webhooks/magnews") as response:
+        assert response.status == 405
+        assert response.content_type == "application/problem+json"
+        assert "GET is not allowed" in (await _json(response))["detail"]
+
+
+async def test_webhook_secret_is_required_when_set(
+    start_service: Any, make_settings: SettingsFactory, redis: aioredis.Redis
+) -> None:
+    service = await start_service(make_settings(webhook_secret="s3cret"))
+    async with service.post_webhook(_event("one")) as response:
+        assert response.status == 401
+        assert "missing" in (await _json(response))["detail"]
+    async with service.post_webhook(_event("one"), params={"token": "wrong"}) as response:
+        assert response.status == 401
+    assert await redis.dbsize() == 0
+    async with service.post_webhook(_event("one"), params={"token": "s3cret"}) as response:
+        assert response.status == 200
+    async with service.post_webhook(_event("two"), headers={"X-Webhook-Token": "s3cret"}) as response:
+        assert response.status == 200
+
+
+async def test_redis_down_gives_503_and_the_receiver_recovers(
+    service: Service, redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    redis_server.stop()
+    try:
+        async with service.post_webhook(_event("during-outage")) as response:
+            assert response.status == 503
+            assert response.content_type == "application/problem+json"
+            assert "nothing was stored" in (await _json(response))["detail"]
+        async with service.session.get(f"{service.url}/readyz") as response:
+            assert response.status == 503
+            assert "redis" in (await response.json())["reasons"][0]
+        async with service.session.get(f"{service.url}/healthz") as response:
+            assert response.status == 200
+    finally:
+        redis_server.start()
+    async with service.post_webhook(_event("after-outage")) as response:
+        assert response.status == 200
+        assert (await response.json())["accepted"] == 1
+    assert await redis.exists("mb:event:after-outage") == 1
+    assert await redis.exists("mb:event:during-outage") == 0

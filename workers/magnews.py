@@ -1,0 +1,74 @@
+"""Magnews REST API v19 client: contact merges (single and batch) and the account ping.
+
+Magnews answers data errors with HTTP 200 and ``"ok": false``; those are permanent failures.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+from pydantic import SecretStr
+
+from config.errors import PermanentDeliveryError
+from config.settings import Settings
+from workers.http import ApiResponse, call_api
+
+__all__ = ["MagnewsClient"]
+
+
+class MagnewsClient:
+    """Bearer-token client; ``base_url`` is e.g. ``https://ws-mn1.mag-news.it/ws/rest/api``."""
+
+    api = "magnews"
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, token: SecretStr | None, *, timeout: float):
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+
+    @classmethod
+    def from_settings(cls, session: aiohttp.ClientSession, settings: Settings) -> MagnewsClient:
+        return cls(
+            session, str(settings.magnews_base_url), settings.magnews_token, timeout=settings.http_timeout_seconds
+        )
+
+    def _headers(self, idempotency_key: str | None = None) -> dict[str, str]:
+        if self._token is None:
+            raise PermanentDeliveryError("magnews: MAGBRIDGE_MAGNEWS_TOKEN is not set")
+        headers = {"Authorization": f"Bearer {self._token.get_secret_value()}", "Accept": "application/json"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        return headers
+
+    async def _request(
+        self, method: str, path: str, *, json_body: Any = None, idempotency_key: str | None = None
+    ) -> ApiResponse:
+        return await call_api(
+            self._session,
+            method,
+            f"{self._base_url}/v19{path}",
+            api=self.api,
+            headers=self._headers(idempotency_key),
+            json_body=json_body,
+            timeout=self._timeout,
+        )
+
+    async def merge_contact(
+        self, values: dict[str, str], options: dict[str, Any], *, idempotency_key: str
+    ) -> ApiResponse:
+        """``POST /v19/contacts/merge``: insert or update by the database's primary key."""
+        response = await self._request(
+            "POST",
+            "/contacts/merge",
+            json_body={"values": values, "options": options},
+            idempotency_key=idempotency_key,
+        )
+        if not isinstance(response.body, dict) or response.body.get("ok") is not True:
+            raise PermanentDeliveryError("magnews: merge answered ok: false", status=200, body=response.text)
+        return response
+
+    async def ping(self) -> None:
+        """Authenticate with ``GET /v19/account/userinfo``; raises ``DeliveryError`` when refused."""
+        await self._request("GET", "/account/userinfo")
