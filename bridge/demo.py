@@ -72,8 +72,9 @@ class DemoSummary:
 
 
 def _demo_settings(settings: Settings, endpoints: SimulatorEndpoints) -> Settings:
-    return settings.model_copy(
-        update={
+    return Settings(
+        **{
+            **settings.model_dump(),
             "magicbell_base_url": endpoints.magicbell_base_url,
             "magicbell_token": "sim-magicbell-token",
             "magnews_base_url": endpoints.magnews_base_url,
@@ -83,7 +84,8 @@ def _demo_settings(settings: Settings, endpoints: SimulatorEndpoints) -> Setting
             "magnify_base_url": endpoints.magnify_base_url,
             "magnify_token_url": endpoints.magnify_token_url,
             "webhook_secret": None,
-        }
+        },
+        _env_file=None,
     )
 
 

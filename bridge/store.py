@@ -124,6 +124,7 @@ class StoredEvent:
     status: str
     generation: int
     runs: int
+    error: str
     payload: dict[str, Any]
     actions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -136,6 +137,7 @@ class StoredEvent:
             "occurred_at": self.occurred_at,
             "received_at": self.received_at,
             "updated_at": self.updated_at,
+            "error": self.error,
         }
 
 
@@ -208,6 +210,7 @@ class EventStore:
             status=fields.get("status", ""),
             generation=int(fields.get("generation") or 0),
             runs=int(fields.get("runs") or 0),
+            error=fields.get("error", ""),
             payload=json.loads(fields.get("payload") or "{}"),
             actions=actions,
         )
@@ -226,11 +229,11 @@ class EventStore:
             pipe.pexpire(key, self.retention_ms)
             await pipe.execute()
 
-    async def finish(self, event_id: str, status: str, *, dead: bool, counter: str) -> None:
+    async def finish(self, event_id: str, status: str, *, dead: bool, counter: str, error: str = "") -> None:
         """Record an event's outcome; a dead letter, and its actions, are kept until replayed."""
         stamp = now_ms()
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(event_key(event_id), mapping={"status": status, "updated_at": stamp})
+            pipe.hset(event_key(event_id), mapping={"status": status, "updated_at": stamp, "error": error})
             if dead:
                 pipe.zadd(_DEAD_INDEX, {event_id: stamp})
                 pipe.persist(event_key(event_id))

@@ -44,7 +44,7 @@ async def _read_json(request: web.Request) -> Any:
     except web.HTTPRequestEntityTooLarge:
         raise RequestRejected(413, "Payload too large", f"the body is larger than the limit of {limit} bytes") from None
     try:
-        return json.loads(raw)
+        return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise RequestRejected(400, "Invalid JSON", "the body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:

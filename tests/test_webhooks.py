@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from typing import Any
 
@@ -109,8 +110,11 @@ async def test_bad_input_is_refused_and_nothing_is_stored(
 
 
 async def test_oversize_body_gets_413_and_nothing_is_stored(service: Service, redis: aioredis.Redis) -> None:
-    big = [_event(f"e{i}") | {"data": {"blob": "x" * 2000}} for i in range(600)]
-    async with service.post_webhook(big) as response:
+    big = json.dumps([_event(f"e{i}") | {"data": {"blob": "x" * 2000}} for i in range(600)]).encode()
+    headers = {"Content-Type": "application/json"}
+    async with service.session.post(
+        f"{service.url}/webhooks/magnews", data=io.BytesIO(big), headers=headers
+    ) as response:
         assert response.status == 413
         assert response.content_type == "application/problem+json"
         assert "limit" in (await _json(response))["detail"]

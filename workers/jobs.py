@@ -40,8 +40,24 @@ async def deliver_event(ctx: dict[str, Any], event_id: str) -> str:
     structlog.contextvars.bind_contextvars(event_id=event_id, job_id=ctx.get("job_id"))
     try:
         return await _run(deps, event_id, job_try)
+    except Retry:
+        raise
+    except Exception as exc:
+        # A bug or an unreachable Redis must not leave the event half-done and forgotten:
+        # retry like a transient failure, then dead-letter the event with the error.
+        _log.exception("delivery job crashed", job_try=job_try)
+        return await _crashed(deps, event_id, job_try, exc)
     finally:
         structlog.contextvars.unbind_contextvars("event_id", "job_id", "source", "type")
+
+
+async def _crashed(deps: WorkerDeps, event_id: str, job_try: int, exc: Exception) -> str:
+    settings = deps.settings
+    if job_try < settings.retry_max_attempts:
+        raise Retry(defer=backoff_seconds(job_try, base=settings.retry_base_seconds, cap=settings.retry_cap_seconds))
+    error = f"internal error after {job_try} tries: {type(exc).__name__}: {exc}"
+    await deps.store.finish(event_id, "failed", dead=True, counter="failed", error=error)
+    return "failed"
 
 
 async def _run(deps: WorkerDeps, event_id: str, job_try: int) -> str:
