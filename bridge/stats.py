@@ -48,7 +48,7 @@ class Stats:
         await self._redis.hincrby(STATS_KEY, series_name(name, labels), amount)  # type: ignore[misc]
 
     async def set_gauge(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
-        await self._redis.hset(GAUGES_KEY, series_name(name, labels), value)  # type: ignore[misc]
+        await self._redis.hset(GAUGES_KEY, series_name(name, labels), str(value))  # type: ignore[misc]
 
     async def observe(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
         prefix = _labels(labels)
