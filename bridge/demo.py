@@ -84,6 +84,9 @@ def _demo_settings(settings: Settings, endpoints: SimulatorEndpoints) -> Setting
             "magnify_base_url": endpoints.magnify_base_url,
             "magnify_token_url": endpoints.magnify_token_url,
             "webhook_secret": None,
+            # The simulators take any pace; the vendors' limits apply to the real APIs only.
+            "magicbell_max_rps": 0,
+            "magnews_max_rps": 0,
         },
         _env_file=None,
     )

@@ -7,6 +7,7 @@ supported):
     mb:actions:{id}   hash   action key -> JSON record of the action, its attempts and outcome
     mb:events         zset   event ids by receipt time (ms): listing, time ranges, retention
     mb:dead           zset   ids of events with an action that failed for good, by time (ms)
+    mb:pending        zset   ids of events not yet final, by last (re)queue time: the sweeper's list
     mb:stats          hash   counters shared by every process (received, duplicates, ...)
 
 An event's own key is its dedupe marker: it lives for the retention window, so the same id again
@@ -27,6 +28,7 @@ from redis.exceptions import RedisError
 
 from bridge.events import Envelope, canonical_json
 from bridge.queue import JOB_KEY_PREFIX, QUEUE_NAME, deliver_job_id, deliver_job_record
+from bridge.stats import series_name
 from config.errors import StoreUnavailable
 
 __all__ = ["EVENT_STATUSES", "EventStore", "StoredEvent", "event_key", "now_ms"]
@@ -34,6 +36,7 @@ __all__ = ["EVENT_STATUSES", "EventStore", "StoredEvent", "event_key", "now_ms"]
 EVENT_STATUSES = ("queued", "delivering", "retrying", "delivered", "failed", "ignored")
 _EVENTS_INDEX = "mb:events"
 _DEAD_INDEX = "mb:dead"
+_PENDING_INDEX = "mb:pending"
 _STATS = "mb:stats"
 
 # Store each new event, index it and queue its delivery job, atomically; count duplicates.
@@ -55,6 +58,7 @@ for i = 4, #ARGV, 6 do
       'generation', 0, 'runs', 0)
     redis.call('PEXPIRE', key, retention)
     redis.call('ZADD', 'mb:events', now, id)
+    redis.call('ZADD', 'mb:pending', now, id)
     local job_id = 'deliver:' .. id
     redis.call('SET', 'arq:job:' .. job_id, ARGV[i + 5])
     redis.call('ZADD', queue, now, job_id)
@@ -84,6 +88,7 @@ for i = 3, #ARGV, 2 do
     redis.call('SET', 'arq:job:' .. job_id, ARGV[i + 1])
     redis.call('ZADD', queue, now, job_id)
     redis.call('HSET', 'mb:event:' .. id, 'status', 'queued', 'updated_at', now)
+    redis.call('ZADD', 'mb:pending', now, id)
     results[#results + 1] = 1
   end
 end
@@ -229,11 +234,12 @@ class EventStore:
             pipe.pexpire(key, self.retention_ms)
             await pipe.execute()
 
-    async def finish(self, event_id: str, status: str, *, dead: bool, counter: str, error: str = "") -> None:
+    async def finish(self, event_id: str, status: str, *, dead: bool, error: str = "") -> None:
         """Record an event's outcome; a dead letter, and its actions, are kept until replayed."""
         stamp = now_ms()
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(event_key(event_id), mapping={"status": status, "updated_at": stamp, "error": error})
+            pipe.zrem(_PENDING_INDEX, event_id)
             if dead:
                 pipe.zadd(_DEAD_INDEX, {event_id: stamp})
                 pipe.persist(event_key(event_id))
@@ -242,7 +248,7 @@ class EventStore:
                 pipe.zrem(_DEAD_INDEX, event_id)
                 pipe.pexpire(event_key(event_id), self.retention_ms)
                 pipe.pexpire(_actions_key(event_id), self.retention_ms)
-            pipe.hincrby(_STATS, counter, 1)
+            pipe.hincrby(_STATS, series_name("events_finished", {"status": status}), 1)
             await pipe.execute()
 
     async def set_status(self, event_id: str, status: str) -> None:
@@ -264,6 +270,29 @@ class EventStore:
 
     async def queue_depth(self) -> int:
         return int(await self.redis.zcard(QUEUE_NAME))
+
+    async def stale_pending(self, *, older_than_seconds: float, limit: int) -> list[str]:
+        """Events queued longer ago than ``older_than_seconds`` and still not final."""
+        cutoff = now_ms() - int(older_than_seconds * 1000)
+        members = await self.redis.zrangebyscore(_PENDING_INDEX, "-inf", cutoff, start=0, num=limit)
+        return [_text(member) for member in members]
+
+    async def touch_pending(self, event_ids: list[str]) -> None:
+        """Restart the clock of events still pending; forget those whose event expired."""
+        if not event_ids:
+            return
+        stamp = now_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.exists(event_key(event_id))
+            exists = await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id, present in zip(event_ids, exists, strict=True):
+                if present:
+                    pipe.zadd(_PENDING_INDEX, {event_id: stamp}, xx=True)
+                else:
+                    pipe.zrem(_PENDING_INDEX, event_id)
+            await pipe.execute()
 
     async def job_exists(self, event_id: str) -> bool:
         return bool(await self.redis.exists(JOB_KEY_PREFIX + deliver_job_id(event_id)))

@@ -4,9 +4,10 @@
     ├── ConfigError              settings or rules are invalid; the process stops at start
     ├── RequestRejected          an inbound HTTP request is refused (becomes a problem+json 4xx)
     ├── StoreUnavailable         Redis does not answer (becomes a 503)
-    └── DeliveryError            a remote API call did not succeed
-        ├── TransientDeliveryError   worth retrying: connection error, timeout, 408, 429, 5xx
-        └── PermanentDeliveryError   not worth retrying: other 4xx, Magnews ``ok: false``, bad rendering
+    ├── DeliveryError            a remote API call did not succeed
+    │   ├── TransientDeliveryError   worth retrying: connection error, timeout, 408, 429, 5xx
+    │   └── PermanentDeliveryError   not worth retrying: other 4xx, Magnews ``ok: false``, bad rendering
+    └── DeliveryDeferred         not sent at all: rate limit, concurrency cap or open circuit; not a failure
 
 Third-party errors are wrapped at the boundary with ``raise X(...) from exc``.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "ConfigError",
+    "DeliveryDeferred",
     "DeliveryError",
     "MagbridgeError",
     "PermanentDeliveryError",
@@ -76,3 +78,15 @@ class TransientDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """Retrying cannot help; the action goes to the dead letters with the response."""
+
+
+class DeliveryDeferred(MagbridgeError):
+    """A request was not sent because its destination is saturated or its circuit is open.
+
+    Not an attempt: it does not count toward the retry limit. ``retry_after`` is when to try again.
+    """
+
+    def __init__(self, reason: str, *, retry_after: float):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after

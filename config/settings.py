@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from config.errors import ConfigError
@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(1, gt=0)
     retry_cap_seconds: float = Field(300, gt=0)
     retry_max_attempts: int = Field(8, ge=1)
+    retry_max_age_seconds: float = Field(86400, gt=0)
+    # Delivery guarantees (issue 4): a job never outlives arq's in-progress lock, see workers/worker.py.
+    job_timeout_seconds: float = Field(30, gt=0)
+    magicbell_max_concurrency: int = Field(10, ge=1)
+    magnews_max_concurrency: int = Field(20, ge=1)
+    breaker_failures: int = Field(5, ge=1)
+    breaker_cooldown_seconds: float = Field(30, gt=0)
+    limiter_max_wait_seconds: float = Field(1, ge=0)
+    magnews_batch_size: int = Field(500, ge=1, le=1000)
+    magnews_batch_wait_ms: float = Field(20, ge=0)
+    sweep_after_seconds: float = Field(600, gt=0)
 
     @field_validator("magicbell_recipients", mode="before")
     @classmethod
@@ -73,6 +84,15 @@ class Settings(BaseSettings):
             if "@" not in address or address.startswith("@") or address.endswith("@"):
                 raise ValueError(f"{address!r} is not an e-mail address")
         return value
+
+    @model_validator(mode="after")
+    def _job_outlasts_a_request(self) -> Settings:
+        if self.http_timeout_seconds >= self.job_timeout_seconds:
+            raise ValueError(
+                f"job_timeout_seconds ({self.job_timeout_seconds:g}) must exceed http_timeout_seconds "
+                f"({self.http_timeout_seconds:g}): a job must be able to finish one request"
+            )
+        return self
 
     @property
     def retention_seconds(self) -> int:
@@ -90,6 +110,6 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            problems.append(f"{_ENV_PREFIX}{field.upper()}: {error['msg']}")
+            where = f"{_ENV_PREFIX}{str(error['loc'][0]).upper()}: " if error["loc"] else ""
+            problems.append(f"{where}{error['msg']}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from exc

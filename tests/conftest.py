@@ -60,6 +60,8 @@ def make_settings(redis_server: RedisServer, simulators: Simulators) -> Settings
             "magnews_database_id": 7,
             "magnify_base_url": endpoints.magnify_base_url,
             "magnify_token_url": endpoints.magnify_token_url,
+            "magicbell_max_rps": 0,
+            "magnews_max_rps": 0,
             "retry_base_seconds": 0.01,
             "retry_cap_seconds": 0.05,
             "log_level": "warning",

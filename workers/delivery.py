@@ -1,8 +1,9 @@
 """Deliver the planned actions of one event run, and record every attempt on the action.
 
 Each request is sent only if the ledger does not hold its key; success writes the ledger. A
-transient failure leaves the action ``retrying`` (the job schedules the retry); a permanent one,
-or an action that could not be rendered, makes it ``dead``.
+transient failure leaves the action ``retrying`` and counts toward its retry limit; a deferral
+(rate limit, concurrency cap, open circuit) leaves it ``deferred`` and counts nothing; a permanent
+failure, or an action that could not be rendered, makes it ``dead``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from typing import Any
 import structlog
 
 from bridge.events import format_time
-from config.errors import DeliveryError, TransientDeliveryError
+from bridge.stats import Stats
+from config.errors import DeliveryDeferred, DeliveryError, TransientDeliveryError
 from workers.http import ApiResponse
 from workers.ledger import Ledger
 from workers.mapping import PlannedAction, Request
 
-__all__ = ["ActionOutcome", "Sender", "deliver_action", "new_record"]
+__all__ = ["ActionOutcome", "DeliveryContext", "Sender", "deliver_action", "new_record"]
 
 Sender = Callable[[Request], Awaitable[ApiResponse]]
 _KEPT_ATTEMPTS = 20
@@ -31,7 +33,7 @@ _log = structlog.get_logger("magbridge.delivery")
 @dataclass(slots=True)
 class ActionOutcome:
     record: dict[str, Any]
-    transient: TransientDeliveryError | None = None
+    retry_after: float | None = None  # set when the action must be tried again
 
 
 def new_record(action: PlannedAction) -> dict[str, Any]:
@@ -43,6 +45,7 @@ def new_record(action: PlannedAction) -> dict[str, Any]:
         "destination": action.destination,
         "status": "pending",
         "requests": [request.key for request in action.requests],
+        "failures": 0,
         "attempts": [],
         "last_error": None,
         "last_response": None,
@@ -55,28 +58,39 @@ def _attempt(record: dict[str, Any], **fields: Any) -> None:
     del attempts[:-_KEPT_ATTEMPTS]
 
 
+@dataclass(slots=True)
+class DeliveryContext:
+    """What every action of one job run shares."""
+
+    ledger: Ledger
+    stats: Stats
+    delivered: dict[str, dict[str, Any]]
+    job_try: int
+    received_at_ms: int
+
+
 async def deliver_action(
-    action: PlannedAction,
-    record: dict[str, Any],
-    *,
-    send: Sender,
-    ledger: Ledger,
-    delivered: dict[str, dict[str, Any]],
-    job_try: int,
+    action: PlannedAction, record: dict[str, Any], *, send: Sender, run: DeliveryContext
 ) -> ActionOutcome:
-    """Send what the ledger lacks; update ``record`` in place and return it with any transient error."""
+    """Send what the ledger lacks; update ``record`` in place and say whether to come back."""
     log = _log.bind(action=action.key, rule=action.rule, destination=action.destination)
+    labels = {"destination": action.destination}
     if action.error is not None:
         record.update(status="dead", last_error=action.error)
-        _attempt(record, job_try=job_try, outcome="invalid", error=action.error)
+        _attempt(record, job_try=run.job_try, outcome="invalid", error=action.error)
+        await run.stats.incr("deliveries", labels | {"outcome": "invalid"})
         log.warning("action invalid", error=action.error)
         return ActionOutcome(record)
     for request in action.requests:
-        if request.key in delivered:
+        if request.key in run.delivered:
             continue
         started = time.perf_counter()
         try:
             response = await send(request)
+        except DeliveryDeferred as exc:
+            record.update(status="deferred", last_error=exc.reason)
+            log.debug("delivery deferred", reason=exc.reason, retry_after=round(exc.retry_after, 2))
+            return ActionOutcome(record, retry_after=exc.retry_after)
         except DeliveryError as exc:
             elapsed = round((time.perf_counter() - started) * 1000, 1)
             transient = isinstance(exc, TransientDeliveryError)
@@ -86,37 +100,24 @@ async def deliver_action(
                 last_error=exc.message,
                 last_response={"status": exc.status, "body": exc.body},
             )
-            _attempt(
-                record,
-                job_try=job_try,
-                request=request.key,
-                outcome=outcome,
-                status=exc.status,
-                error=exc.message,
-                ms=elapsed,
-            )
-            log.warning(
-                "delivery failed",
-                request=request.key,
-                outcome=outcome,
-                status=exc.status,
-                error=exc.message,
-                job_try=job_try,
-            )
-            return ActionOutcome(record, exc if isinstance(exc, TransientDeliveryError) else None)
+            record["failures"] = record.get("failures", 0) + int(transient)
+            _attempt(record, job_try=run.job_try, request=request.key, outcome=outcome, status=exc.status,
+                     error=exc.message, ms=elapsed)  # fmt: skip
+            await run.stats.incr("deliveries", labels | {"outcome": outcome})
+            log.warning("delivery failed", request=request.key, outcome=outcome, status=exc.status,
+                        error=exc.message, job_try=run.job_try)  # fmt: skip
+            if isinstance(exc, TransientDeliveryError):
+                return ActionOutcome(record, retry_after=exc.retry_after or 0.0)
+            return ActionOutcome(record)
         elapsed = round((time.perf_counter() - started) * 1000, 1)
         entry = {"status": response.status, "at": format_time(datetime.now(UTC))}
-        await ledger.record(request.key, entry)
-        delivered[request.key] = entry
+        await run.ledger.record(request.key, entry)
+        run.delivered[request.key] = entry
         record["last_response"] = {"status": response.status, "body": response.text}
-        _attempt(
-            record,
-            job_try=job_try,
-            request=request.key,
-            outcome="delivered",
-            status=response.status,
-            ms=elapsed,
-        )
-        log.info("delivered", request=request.key, status=response.status, ms=elapsed, job_try=job_try)
+        _attempt(record, job_try=run.job_try, request=request.key, outcome="delivered", status=response.status,
+                 ms=elapsed)  # fmt: skip
+        await run.stats.incr("deliveries", labels | {"outcome": "delivered"})
+        await run.stats.observe("delivery_latency_seconds", time.time() - run.received_at_ms / 1000, labels)
+        log.info("delivered", request=request.key, status=response.status, ms=elapsed, job_try=run.job_try)
     record.update(status="delivered", last_error=None)
     return ActionOutcome(record)

@@ -1,24 +1,33 @@
-"""The arq job ``deliver_event``: load the event, plan its actions, deliver, record the outcome."""
+"""The arq job ``deliver_event``: load the event, plan its actions, deliver, record the outcome.
+
+An action that failed transiently, or was deferred by its destination's limits, makes the job
+reschedule itself (arq ``Retry``) after a backoff; only those actions are tried again. An action
+gives up (dead letter) after ``retry_max_attempts`` failures or when the event is older than
+``retry_max_age_seconds``; deferrals alone never exhaust attempts.
+"""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from arq import Retry
 
-from bridge.store import EventStore
+from bridge.stats import Stats
+from bridge.store import EventStore, StoredEvent
 from config.rules import RuleSet
 from config.settings import Settings
-from workers.delivery import Sender, deliver_action, new_record
+from workers.delivery import DeliveryContext, Sender, deliver_action, new_record
 from workers.ledger import Ledger
-from workers.mapping import plan_actions
+from workers.mapping import PlannedAction, plan_actions
 from workers.retry import backoff_seconds
 
 __all__ = ["WorkerDeps", "deliver_event"]
 
 _log = structlog.get_logger("magbridge.jobs")
+_PENDING = ("retrying", "deferred")
 
 
 @dataclass(slots=True)
@@ -28,6 +37,7 @@ class WorkerDeps:
     settings: Settings
     store: EventStore
     ledger: Ledger
+    stats: Stats
     rules: RuleSet
     senders: dict[str, Sender]
     template_context: dict[str, Any]
@@ -56,7 +66,7 @@ async def _crashed(deps: WorkerDeps, event_id: str, job_try: int, exc: Exception
     if job_try < settings.retry_max_attempts:
         raise Retry(defer=backoff_seconds(job_try, base=settings.retry_base_seconds, cap=settings.retry_cap_seconds))
     error = f"internal error after {job_try} tries: {type(exc).__name__}: {exc}"
-    await deps.store.finish(event_id, "failed", dead=True, counter="failed", error=error)
+    await deps.store.finish(event_id, "failed", dead=True, error=error)
     return "failed"
 
 
@@ -69,50 +79,70 @@ async def _run(deps: WorkerDeps, event_id: str, job_try: int) -> str:
     await deps.store.start_run(event_id)
     planned = plan_actions(deps.rules, event, deps.template_context)
     if not planned:
-        await deps.store.finish(event_id, "ignored", dead=False, counter="ignored")
+        await deps.store.finish(event_id, "ignored", dead=False)
         _log.info("event ignored", reason="no rule matches")
         return "ignored"
 
-    delivered = await deps.ledger.delivered([request.key for action in planned for request in action.requests])
-    retry_after: list[float | None] = []
+    run = DeliveryContext(
+        ledger=deps.ledger,
+        stats=deps.stats,
+        delivered=await deps.ledger.delivered([request.key for action in planned for request in action.requests]),
+        job_try=job_try,
+        received_at_ms=event.received_at,
+    )
+    waits: list[float] = []
     for action in planned:
         record = event.actions.get(action.key) or new_record(action)
         if record["status"] in ("delivered", "dead"):
             # Delivered needs nothing; dead waits for a replay (which resets it to pending).
             continue
-        outcome = await deliver_action(
-            action,
-            record,
-            send=deps.senders[action.destination],
-            ledger=deps.ledger,
-            delivered=delivered,
-            job_try=job_try,
-        )
-        if outcome.transient is not None:
-            retry_after.append(outcome.transient.retry_after)
+        outcome = await deliver_action(action, record, send=deps.senders[action.destination], run=run)
+        if outcome.retry_after is not None:
+            waits.append(outcome.retry_after)
         await deps.store.save_action(event_id, action.key, outcome.record)
         event.actions[action.key] = outcome.record
 
+    if waits:
+        await _give_up_exhausted(deps, event, planned)
+        if any(event.actions[action.key]["status"] in _PENDING for action in planned):
+            return await _reschedule(deps, event, planned, waits)
+    return await _finish(deps, event, planned)
+
+
+async def _give_up_exhausted(deps: WorkerDeps, event: StoredEvent, planned: list[PlannedAction]) -> None:
     settings = deps.settings
-    if retry_after and job_try < settings.retry_max_attempts:
-        delay = backoff_seconds(
-            job_try,
-            base=settings.retry_base_seconds,
-            cap=settings.retry_cap_seconds,
-            retry_after=max((value for value in retry_after if value is not None), default=None),
-        )
-        await deps.store.set_status(event_id, "retrying")
-        _log.info("event retrying", job_try=job_try, delay=round(delay, 2))
-        raise Retry(defer=delay)
-    if retry_after:
-        for action in planned:
-            record = event.actions[action.key]
-            if record["status"] == "retrying":
-                record["status"] = "dead"
-                record["last_error"] = f"gave up after {job_try} tries: {record['last_error']}"
-                await deps.store.save_action(event_id, action.key, record)
-    dead = any(event.actions[action.key]["status"] == "dead" for action in planned)
+    too_old = time.time() - event.received_at / 1000 > settings.retry_max_age_seconds
+    for action in planned:
+        record = event.actions[action.key]
+        exhausted = record["status"] == "retrying" and record["failures"] >= settings.retry_max_attempts
+        if record["status"] in _PENDING and (exhausted or too_old):
+            why = f"{record['failures']} failures" if exhausted else f"older than {settings.retry_max_age_seconds:g}s"
+            record.update(status="dead", last_error=f"gave up after {why}: {record['last_error']}")
+            await deps.store.save_action(event.id, action.key, record)
+
+
+async def _reschedule(deps: WorkerDeps, event: StoredEvent, planned: list[PlannedAction], waits: list[float]) -> str:
+    settings = deps.settings
+    failing = [event.actions[a.key] for a in planned if event.actions[a.key]["status"] == "retrying"]
+    attempt = max((record["failures"] for record in failing), default=0)
+    delay = max(waits)
+    if attempt:
+        delay = backoff_seconds(attempt, base=settings.retry_base_seconds, cap=settings.retry_cap_seconds,
+                                retry_after=delay or None)  # fmt: skip
+        for record in failing:
+            await deps.stats.incr("retries", {"destination": record["destination"]})
+    await deps.store.set_status(event.id, "retrying")
+    _log.info("event retrying", failures=attempt, delay=round(delay, 3))
+    raise Retry(defer=delay)
+
+
+async def _finish(deps: WorkerDeps, event: StoredEvent, planned: list[PlannedAction]) -> str:
+    dead = [event.actions[action.key] for action in planned if event.actions[action.key]["status"] == "dead"]
     status = "failed" if dead else "delivered"
-    await deps.store.finish(event_id, status, dead=dead, counter=status)
-    (_log.warning if dead else _log.info)("event " + status, actions=len(planned))
+    await deps.store.finish(event.id, status, dead=bool(dead))
+    for record in dead:
+        await deps.stats.incr("dead_letters", {"destination": record["destination"]})
+        _log.warning("dead letter", action=record["key"], destination=record["destination"], error=record["last_error"])
+    if not dead:
+        _log.info("event delivered", actions=len(planned))
     return status

@@ -5,6 +5,7 @@ Magnews answers data errors with HTTP 200 and ``"ok": false``; those are permane
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aiohttp
@@ -68,6 +69,34 @@ class MagnewsClient:
         if not isinstance(response.body, dict) or response.body.get("ok") is not True:
             raise PermanentDeliveryError("magnews: merge answered ok: false", status=200, body=response.text)
         return response
+
+    async def batch_merge(
+        self, database: int, contacts: list[dict[str, str]], options: dict[str, Any], idempotency_key: str
+    ) -> list[ApiResponse | Exception]:
+        """``POST /v19/contacts/batchmerge``: one result per contact, in order; ``ok: false`` items fail alone."""
+        body = {
+            "iddatabase": database,
+            "contacts": [{"values": [{"field": k, "value": v} for k, v in values.items()]} for values in contacts],
+            "options": options,
+        }
+        response = await self._request("POST", "/contacts/batchmerge", json_body=body, idempotency_key=idempotency_key)
+        # The reference shows both a bare array and an object with "results"; accept either.
+        items = response.body.get("results") if isinstance(response.body, dict) else response.body
+        if not isinstance(items, list) or len(items) != len(contacts):
+            raise PermanentDeliveryError(
+                f"magnews: batchmerge answered {len(items) if isinstance(items, list) else 'no'} results "
+                f"for {len(contacts)} contacts",
+                status=response.status,
+                body=response.text,
+            )
+        results: list[ApiResponse | Exception] = []
+        for item in items:
+            text = json.dumps(item)[:2000]
+            if isinstance(item, dict) and item.get("ok") is True:
+                results.append(ApiResponse(status=response.status, body=item, text=text, headers={}))
+            else:
+                results.append(PermanentDeliveryError("magnews: merge answered ok: false", status=200, body=text))
+        return results
 
     async def ping(self) -> None:
         """Authenticate with ``GET /v19/account/userinfo``; raises ``DeliveryError`` when refused."""

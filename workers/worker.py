@@ -1,40 +1,42 @@
-"""arq worker: ``WorkerSettings`` and ``create_worker(settings)``, with the resources of a process."""
+"""arq worker: ``WorkerSettings`` and ``create_worker(settings)``, with the resources of a process.
+
+Timing that keeps a job on one worker at a time: arq holds a job's in-progress lock for
+``job_timeout + 10`` seconds and cancels the job at ``job_timeout``, so a job can never still be
+running when the lock lapses. A worker killed with SIGKILL leaves the lock to lapse; the job then
+runs again elsewhere within ``job_timeout + 10`` seconds, and the ledger prevents repeats. SIGTERM
+stops taking jobs and gives running ones ``job_timeout`` seconds to finish; arq re-queues the rest.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, ClassVar
 
 import aiohttp
-from arq import Worker
+import structlog
+from arq import Worker, cron
 from arq.connections import RedisSettings
 from arq.worker import func, get_kwargs
+from redis.exceptions import RedisError
 
 from bridge.queue import QUEUE_NAME, deserialize_job, serialize_job
+from bridge.stats import Stats
 from bridge.store import EventStore
 from config.rules import load_rules
 from config.settings import Settings, load_settings
-from workers.http import ApiResponse
 from workers.jobs import WorkerDeps, deliver_event
 from workers.ledger import Ledger
-from workers.magicbell import MagicBellClient
-from workers.magnews import MagnewsClient
-from workers.mapping import Request
+from workers.senders import Senders, build_senders
+from workers.sweeper import sweep_pending
 
-__all__ = ["WorkerSettings", "create_worker", "redis_settings"]
+__all__ = ["ResilientWorker", "WorkerSettings", "create_worker", "redis_settings"]
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
     return RedisSettings.from_dsn(settings.redis_url)
 
 
-def _senders(magicbell: MagicBellClient, magnews: MagnewsClient) -> dict[str, Any]:
-    async def broadcast(request: Request) -> ApiResponse:
-        return await magicbell.create_broadcast(request.body, idempotency_key=request.key)
-
-    async def merge(request: Request) -> ApiResponse:
-        return await magnews.merge_contact(request.body["values"], request.body["options"], idempotency_key=request.key)
-
-    return {"magicbell": broadcast, "magnews": merge}
+_log = structlog.get_logger("magbridge.worker")
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -42,15 +44,16 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or load_settings()
     rules = load_rules(settings.rules_file)
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100, limit_per_host=50))
-    magicbell = MagicBellClient.from_settings(session, settings)
-    magnews = MagnewsClient.from_settings(session, settings)
+    senders = build_senders(ctx["redis"], session, settings)
     ctx["session"] = session
+    ctx["senders"] = senders
     ctx["deps"] = WorkerDeps(
         settings=settings,
         store=EventStore(ctx["redis"], retention_seconds=settings.retention_seconds),
         ledger=Ledger(ctx["redis"], ttl_seconds=settings.retention_seconds),
+        stats=Stats(ctx["redis"]),
         rules=rules,
-        senders=_senders(magicbell, magnews),
+        senders=senders.by_destination,
         template_context={
             "ops_recipients": ",".join(settings.magicbell_recipients),
             "magnews_database_id": settings.magnews_database_id,
@@ -59,6 +62,9 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    senders: Senders | None = ctx.get("senders")
+    if senders is not None:
+        await senders.close()
     session: aiohttp.ClientSession | None = ctx.get("session")
     if session is not None:
         await session.close()
@@ -68,15 +74,38 @@ class WorkerSettings:
     """For ``arq workers.worker.WorkerSettings``; ``magbridge worker`` uses ``create_worker``."""
 
     functions: ClassVar = [func(deliver_event, name="deliver_event")]
+    cron_jobs: ClassVar = [cron(sweep_pending, name="sweep_pending", second={0})]
     on_startup = startup
     on_shutdown = shutdown
     queue_name = QUEUE_NAME
     job_serializer = serialize_job
     job_deserializer = deserialize_job
     keep_result = 0  # outcomes live in the event store, not in arq results
-    job_timeout = 120
     health_check_interval = 5
     poll_delay = 0.05
+
+
+class ResilientWorker(Worker):
+    """arq's worker, kept alive through a Redis outage instead of exiting on the first error."""
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisError, OSError) as exc:
+            _log.warning("redis unavailable, worker waiting", error=str(exc))
+            await asyncio.sleep(1)
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        # arq takes a concurrency slot before its Redis calls; give it back if Redis fails there.
+        for job_id in job_ids:
+            before = self.job_counter
+            try:
+                await super().start_jobs([job_id])
+            except (RedisError, OSError):
+                if self.job_counter > before and job_id.decode() not in self.tasks:
+                    self.job_counter -= 1
+                    self.sem.release()
+                raise
 
 
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
@@ -86,8 +115,10 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
         "redis_settings": redis_settings(settings),
         "ctx": {"settings": settings},
         "max_jobs": settings.worker_max_jobs,
-        # Our job gives up (dead letter) at retry_max_attempts; arq's own cap must never be reached.
-        "max_tries": settings.retry_max_attempts + 5,
+        "job_timeout": settings.job_timeout_seconds,
+        "job_completion_wait": int(settings.job_timeout_seconds),
+        # Our job decides when to give up (dead letter); deferrals must never exhaust arq's own cap.
+        "max_tries": 1_000_000,
         **overrides,
     }
-    return Worker(**arguments)
+    return ResilientWorker(**arguments)
