@@ -3,12 +3,15 @@
 Keys (one Redis database per bridge; the scripts name keys they compute, so Redis Cluster is not
 supported):
 
-    mb:event:{id}     hash   envelope fields, ``payload`` (raw JSON), ``status``, ``generation``
+    mb:event:{id}     hash   envelope fields, ``payload`` (raw JSON), ``status``, ``generation``,
+                             ``replays`` (JSON list: when, how and by whom it was replayed)
     mb:actions:{id}   hash   action key -> JSON record of the action, its attempts and outcome
     mb:events         zset   event ids by receipt time (ms): listing, time ranges, retention
     mb:dead           zset   ids of events with an action that failed for good, by time (ms)
     mb:pending        zset   ids of events not yet final, by last (re)queue time: the sweeper's list
-    mb:stats          hash   counters shared by every process (received, duplicates, ...)
+    mb:stats          hash   counters shared by every process (received, duplicates, ...), see
+                             ``bridge/stats.py``; ingest counts ``received`` and ``duplicates`` both
+                             as totals and by ``source`` and bounded ``type`` (``bridge/labels.py``)
 
 An event's own key is its dedupe marker: it lives for the retention window, so the same id again
 within that window is acknowledged as a duplicate. Dead letters are kept (no expiry) until replayed.
@@ -24,14 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from bridge.events import Envelope, canonical_json
+from bridge.labels import event_type_label
 from bridge.queue import JOB_KEY_PREFIX, QUEUE_NAME, deliver_job_id, deliver_job_record
 from bridge.stats import series_name
 from config.errors import StoreUnavailable
 
-__all__ = ["EVENT_STATUSES", "EventStore", "StoredEvent", "event_key", "now_ms"]
+__all__ = ["EVENT_STATUSES", "EventStore", "ReplayOutcome", "StoredEvent", "event_key", "now_ms"]
 
 EVENT_STATUSES = ("queued", "delivering", "retrying", "delivered", "failed", "ignored")
 _EVENTS_INDEX = "mb:events"
@@ -40,19 +44,22 @@ _PENDING_INDEX = "mb:pending"
 _STATS = "mb:stats"
 
 # Store each new event, index it and queue its delivery job, atomically; count duplicates.
-# ARGV: now_ms, retention_ms, queue, then 6 values per event.
+# ARGV: now_ms, retention_ms, queue, then 7 values per event (the last: the bounded type label).
 _INGEST_LUA = """
 local now = tonumber(ARGV[1])
 local retention = tonumber(ARGV[2])
 local queue = ARGV[3]
 local results = {}
 local accepted = 0
-for i = 4, #ARGV, 6 do
+for i = 4, #ARGV, 7 do
   local id = ARGV[i]
   local key = 'mb:event:' .. id
+  local series = '|source=' .. ARGV[i + 1] .. ',type=' .. ARGV[i + 6]
   if redis.call('EXISTS', key) == 1 then
+    redis.call('HINCRBY', 'mb:stats', 'duplicates' .. series, 1)
     results[#results + 1] = 0
   else
+    redis.call('HINCRBY', 'mb:stats', 'received' .. series, 1)
     redis.call('HSET', key, 'source', ARGV[i + 1], 'type', ARGV[i + 2], 'occurred_at', ARGV[i + 3],
       'payload', ARGV[i + 4], 'received_at', now, 'updated_at', now, 'status', 'queued',
       'generation', 0, 'runs', 0)
@@ -95,6 +102,24 @@ end
 return results
 """
 
+# One page of a sorted set, newest first, after a cursor (member and score of the last one seen).
+# KEYS[1]: the zset; ARGV: max, min, count, after member ('' for the first page), after score.
+# The cursor's own rank keeps ties in order; if that member is gone, its score is the boundary.
+_PAGE_LUA = """
+local count = tonumber(ARGV[3])
+if ARGV[4] ~= '' then
+  local rank = redis.call('ZREVRANK', KEYS[1], ARGV[4])
+  if rank then
+    return redis.call('ZREVRANGE', KEYS[1], rank + 1, rank + count, 'WITHSCORES')
+  end
+  return redis.call('ZREVRANGEBYSCORE', KEYS[1], '(' .. ARGV[5], ARGV[2], 'WITHSCORES', 'LIMIT', 0, count)
+end
+return redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES', 'LIMIT', 0, count)
+"""
+_HEADER_FIELDS = ("source", "type", "occurred_at", "received_at", "updated_at", "status", "generation", "runs", "error")
+_KEPT_REPLAYS = 50
+_REPLAY_TRIES = 5
+
 
 _T = TypeVar("_T")
 
@@ -116,6 +141,26 @@ def _actions_key(event_id: str) -> str:
     return f"mb:actions:{event_id}"
 
 
+@dataclass(frozen=True, slots=True)
+class ReplayOutcome:
+    """What a replay did, or would do, to one event: ``status`` is ``replayed``, ``already-queued``
+    (a delivery job is queued or running), ``not-found`` or ``busy`` (it kept changing under us)."""
+
+    event_id: str
+    status: str
+    previous_status: str = ""
+    reset_actions: int = 0
+    generation: int = 0
+
+    def entry(self) -> dict[str, Any]:
+        """What the event's ``replays`` history keeps of this outcome."""
+        return {
+            "previous_status": self.previous_status,
+            "generation": self.generation,
+            "reset_actions": self.reset_actions,
+        }
+
+
 @dataclass(slots=True)
 class StoredEvent:
     """An event as read back from Redis."""
@@ -132,6 +177,7 @@ class StoredEvent:
     error: str
     payload: dict[str, Any]
     actions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    replays: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -160,6 +206,7 @@ class EventStore:
         self.retention_ms = retention_seconds * 1000
         self._ingest = redis.register_script(_INGEST_LUA)
         self._enqueue = redis.register_script(_ENQUEUE_LUA)
+        self._page = redis.register_script(_PAGE_LUA)
 
     async def ingest(self, envelopes: list[Envelope]) -> list[bool]:
         """Store, index and queue each envelope not seen before; ``True`` per envelope that was new."""
@@ -173,6 +220,7 @@ class EventStore:
                 envelope.occurred_at,
                 canonical_json(envelope.payload),
                 deliver_job_record(envelope.id, stamp),
+                event_type_label(envelope.source, envelope.type),
             ]
         try:
             results = await self._ingest(args=args)
@@ -218,6 +266,7 @@ class EventStore:
             error=fields.get("error", ""),
             payload=json.loads(fields.get("payload") or "{}"),
             actions=actions,
+            replays=json.loads(fields.get("replays") or "[]"),
         )
 
     async def start_run(self, event_id: str) -> None:
@@ -296,3 +345,169 @@ class EventStore:
 
     async def job_exists(self, event_id: str) -> bool:
         return bool(await self.redis.exists(JOB_KEY_PREFIX + deliver_job_id(event_id)))
+
+    # Operator access (the admin API and ``magbridge replay``): pages, headers, dead letters, replays.
+
+    async def index_page(
+        self,
+        index: str,
+        *,
+        max_ms: int | None = None,
+        min_ms: int | None = None,
+        after: tuple[int, str] | None = None,
+        count: int = 100,
+    ) -> list[tuple[str, int]]:
+        """Up to ``count`` ``(id, ms)`` of the ``events`` or ``dead`` index, newest first, after ``after``.
+
+        Fewer than ``count`` means the range is exhausted.
+        """
+        key = {"events": _EVENTS_INDEX, "dead": _DEAD_INDEX}[index]
+        after_ms, after_id = after if after else (0, "")
+        args = ["+inf" if max_ms is None else max_ms, "-inf" if min_ms is None else min_ms, count, after_id, after_ms]
+        try:
+            flat = await self._page(keys=[key], args=args)
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        pairs = [(_text(flat[i]), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
+        # Only a page that continues from a cursor's rank can run past ``min_ms``.
+        return [pair for pair in pairs if min_ms is None or pair[1] >= min_ms]
+
+    async def headers(self, event_ids: list[str]) -> list[StoredEvent | None]:
+        """The envelopes of ``event_ids`` without payload and actions; ``None`` for those gone."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for event_id in event_ids:
+                    pipe.hmget(event_key(event_id), list(_HEADER_FIELDS))
+                rows = await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        headers: list[StoredEvent | None] = []
+        for event_id, row in zip(event_ids, rows, strict=True):
+            values = dict(zip(_HEADER_FIELDS, (_text(value) for value in row), strict=True))
+            headers.append(
+                None
+                if not values["status"]
+                else StoredEvent(
+                    id=event_id,
+                    source=values["source"],
+                    type=values["type"],
+                    occurred_at=values["occurred_at"],
+                    received_at=int(values["received_at"] or 0),
+                    updated_at=int(values["updated_at"] or 0),
+                    status=values["status"],
+                    generation=int(values["generation"] or 0),
+                    runs=int(values["runs"] or 0),
+                    error=values["error"],
+                    payload={},
+                )
+            )
+        return headers
+
+    async def index_sizes(self) -> tuple[int, int]:
+        """How many ids the ``events`` and the ``dead`` index hold."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zcard(_EVENTS_INDEX)
+                pipe.zcard(_DEAD_INDEX)
+                events, dead = await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        return int(events), int(dead)
+
+    async def dead_letter_times(self, event_ids: list[str]) -> list[int | None]:
+        """When each event became a dead letter (ms), or ``None`` when it is not one."""
+        if not event_ids:
+            return []
+        try:
+            scores = await _resolve(self.redis.zmscore(_DEAD_INDEX, event_ids))
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        return [None if score is None else int(score) for score in scores]
+
+    async def job_due(self, event_id: str) -> int | None:
+        """When the event's delivery job is due (ms), or ``None`` when none is queued."""
+        try:
+            score = await _resolve(self.redis.zscore(QUEUE_NAME, deliver_job_id(event_id)))
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        return None if score is None else int(score)
+
+    async def expires_in_ms(self, event_id: str) -> int | None:
+        """Milliseconds until the event expires; ``None`` when it is kept (a dead letter) or gone."""
+        try:
+            ttl = int(await _resolve(self.redis.pttl(event_key(event_id))))
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        return ttl if ttl >= 0 else None
+
+    async def replay(self, event_id: str, *, force: bool, dry_run: bool, entry: dict[str, Any]) -> ReplayOutcome:
+        """Queue one event's delivery again, atomically (optimistic ``WATCH``), unless a job is queued.
+
+        Without ``force``, dead actions go back to ``pending`` with a fresh retry budget and delivered
+        ones stay delivered (the job skips them). With ``force``, the generation goes up, so every
+        action gets a new key and is sent once more. The event leaves the dead letters (the job puts
+        it back if it fails again) and ``entry``, completed, is appended to its ``replays``.
+        """
+        keys = (event_key(event_id), _actions_key(event_id), JOB_KEY_PREFIX + deliver_job_id(event_id))
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for _ in range(_REPLAY_TRIES):
+                    try:
+                        await pipe.watch(*keys)
+                        outcome, reset, replays = await self._plan_replay(pipe, event_id, force=force)
+                        if dry_run or outcome.status != "replayed":
+                            await pipe.reset()  # type: ignore[no-untyped-call]
+                            return outcome
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        await self._write_replay(pipe, outcome, force, reset, [*replays, {**entry, **outcome.entry()}])
+                        await pipe.execute()
+                        return outcome
+                    except WatchError:
+                        continue
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        return ReplayOutcome(event_id, "busy")
+
+    async def _plan_replay(
+        self, pipe: Any, event_id: str, *, force: bool
+    ) -> tuple[ReplayOutcome, dict[str, dict[str, Any]], list[dict[str, Any]]]:
+        status, generation, replays = (
+            _text(value) for value in await pipe.hmget(event_key(event_id), ["status", "generation", "replays"])
+        )
+        if not status:
+            return ReplayOutcome(event_id, "not-found"), {}, []
+        current = int(generation or 0)
+        if await pipe.exists(JOB_KEY_PREFIX + deliver_job_id(event_id)):
+            return ReplayOutcome(event_id, "already-queued", status, 0, current), {}, []
+        reset: dict[str, dict[str, Any]] = {}
+        if not force:
+            for key, raw in (await pipe.hgetall(_actions_key(event_id))).items():
+                record = json.loads(raw)
+                if record.get("status") == "dead":
+                    record["status"] = "pending"
+                    if "failures" in record:
+                        record["failures"] = 0
+                    reset[_text(key)] = record
+        outcome = ReplayOutcome(event_id, "replayed", status, len(reset), current + 1 if force else current)
+        history: list[dict[str, Any]] = json.loads(replays or "[]")
+        return outcome, reset, history[-(_KEPT_REPLAYS - 1) :]
+
+    async def _write_replay(
+        self,
+        pipe: Any,
+        outcome: ReplayOutcome,
+        force: bool,
+        reset: dict[str, dict[str, Any]],
+        replays: list[dict[str, Any]],
+    ) -> None:
+        event_id = outcome.event_id
+        stamp = now_ms()
+        for key, record in reset.items():
+            pipe.hset(_actions_key(event_id), key, json.dumps(record, separators=(",", ":")))
+        if force:
+            pipe.hincrby(event_key(event_id), "generation", 1)
+        pipe.hset(event_key(event_id), "replays", json.dumps(replays, separators=(",", ":")))
+        pipe.zrem(_DEAD_INDEX, event_id)
+        labels = {"mode": str(replays[-1].get("mode", "")), "forced": "true" if force else "false"}
+        pipe.hincrby(_STATS, series_name("replays", labels), 1)
+        await self._enqueue(args=[stamp, QUEUE_NAME, event_id, deliver_job_record(event_id, stamp)], client=pipe)

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     retry_cap_seconds: float = Field(300, gt=0)
     retry_max_attempts: int = Field(8, ge=1)
     retry_max_age_seconds: float = Field(86400, gt=0)
+    retry_after_max_seconds: float = Field(600, gt=0)  # a server's Retry-After is honoured up to this
     # Delivery guarantees (issue 4): a job never outlives arq's in-progress lock, see workers/worker.py.
     job_timeout_seconds: float = Field(30, gt=0)
     magicbell_max_concurrency: int = Field(10, ge=1)

@@ -1,0 +1,46 @@
+"""Real ``magbridge`` processes for tests where a process must die or be signalled."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from typing import Any
+
+from pydantic import SecretStr
+
+from config.settings import Settings
+
+__all__ = ["settings_env", "start_process", "stop_process"]
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes a child process build these same settings."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MAGBRIDGE_")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, list):
+            value = ",".join(str(item) for item in value)
+        env[f"MAGBRIDGE_{name.upper()}"] = str(value)
+    env.update(extra)
+    return env
+
+
+async def start_process(command: str, settings: Settings, **extra: str) -> asyncio.subprocess.Process:
+    """``python -m bridge.cli <command>`` with the settings in its environment; output is discarded."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge.cli", command,
+        env=settings_env(settings, **extra),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def stop_process(process: asyncio.subprocess.Process, sig: int = signal.SIGTERM, timeout: float = 60) -> Any:
+    if process.returncode is None:
+        process.send_signal(sig)
+    return await asyncio.wait_for(process.wait(), timeout)
