@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import signal
 import time
 from collections import defaultdict
@@ -110,7 +111,7 @@ async def test_5xx_and_429_bursts_deliver_everything_once_and_honour_retry_after
     waits = [
         later.at - earlier.at
         for tries in by_key.values()
-        for earlier, later in zip(tries, tries[1:], strict=False)
+        for earlier, later in itertools.pairwise(tries)
         if earlier.status == 429
     ]
     assert len(waits) == 6 and min(waits) >= 0.4 - 0.02, waits
@@ -186,7 +187,7 @@ async def test_rate_limit_is_shared_by_workers(
     await asyncio.gather(run_worker_burst(settings), run_worker_burst(settings))
     times = sorted(r.at for r in records(simulators.magicbell_app, "/broadcasts"))
     assert len(times) == 20
-    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert min(gaps) >= 0.1 - 0.02, gaps
     print(f"\n20 broadcasts at 10 rps from two workers: {times[-1] - times[0]:.2f}s, min gap {min(gaps):.3f}s")
 

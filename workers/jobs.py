@@ -127,8 +127,13 @@ async def _reschedule(deps: WorkerDeps, event: StoredEvent, planned: list[Planne
     attempt = max((record["failures"] for record in failing), default=0)
     delay = max(waits)
     if attempt:
-        delay = backoff_seconds(attempt, base=settings.retry_base_seconds, cap=settings.retry_cap_seconds,
-                                retry_after=delay or None, retry_after_cap=settings.retry_after_max_seconds)  # fmt: skip
+        delay = backoff_seconds(
+            attempt,
+            base=settings.retry_base_seconds,
+            cap=settings.retry_cap_seconds,
+            retry_after=delay or None,
+            retry_after_cap=settings.retry_after_max_seconds,
+        )
         for record in failing:
             await deps.stats.incr("retries", {"destination": record["destination"]})
     await deps.store.set_status(event.id, "retrying")
