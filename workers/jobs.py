@@ -8,6 +8,7 @@ gives up (dead letter) after ``retry_max_attempts`` failures or when the event i
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,10 @@ async def deliver_event(ctx: dict[str, Any], event_id: str) -> str:
     try:
         return await _run(deps, event_id, job_try)
     except Retry:
+        raise
+    except asyncio.CancelledError:
+        # Shutdown handed the job back to the queue: say so instead of "delivering" forever.
+        await asyncio.shield(deps.store.set_status(event_id, "queued"))
         raise
     except Exception as exc:
         # A bug or an unreachable Redis must not leave the event half-done and forgotten:
