@@ -297,3 +297,30 @@ async def test_a_crashing_job_is_retried_then_dead_lettered_with_the_error(
     assert event.runs == settings.retry_max_attempts
     assert event.error == f"internal error after {settings.retry_max_attempts} tries: RuntimeError: boom"
     assert await redis.zrange("mb:dead", 0, -1) == [b"bug"]
+
+
+async def test_sweeper_requeues_an_event_whose_job_vanished(
+    service: Service, make_settings: Any, simulators: Simulators, redis: aioredis.Redis
+) -> None:
+    from workers.sweeper import sweep_pending
+    from workers.worker import shutdown, startup
+
+    settings = make_settings(sweep_after_seconds=0.01)
+    async with service.post_webhook(magnews_event("orphan", "contacts/delete")) as response:
+        assert response.status == 200
+    # As if arq had dropped the job: the queue entry and the job record are gone.
+    await redis.delete("arq:job:deliver:orphan")
+    await redis.zrem("arq:queue", "deliver:orphan")
+    await run_worker_burst(settings)
+    assert (await event_record(redis, "orphan"))["status"] == "queued"
+
+    ctx: dict[str, Any] = {"redis": redis, "settings": settings}
+    await startup(ctx)
+    try:
+        assert await sweep_pending(ctx) == 1
+    finally:
+        await shutdown(ctx)
+    await run_worker_burst(settings)
+    assert (await event_record(redis, "orphan"))["status"] == "delivered"
+    assert len(await sim_requests(simulators.endpoints.magicbell_base_url, "/broadcasts")) == 1
+    assert await redis.zscore("mb:pending", "orphan") is None
