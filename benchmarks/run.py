@@ -1,0 +1,381 @@
+"""The magbridge benchmark: real processes on loopback, one run, a table and a JSON report.
+
+    python benchmarks/run.py [--quick] [--json benchmarks/results/latest.json]
+
+Starts a private Redis (AOF everysec, noeviction), the simulators (``magbridge simulate``),
+``magbridge web`` and ``magbridge worker`` as processes, drives them with wrk (64 connections,
+~1 KB bodies) and a paced Python sender, and measures side by side:
+
+- ingest: events/s and p50/p99 of ``POST /webhooks/magnews``, next to a bare aiohttp handler;
+- delivery: events/s from queued to acknowledged by the MagicBell simulator, at 0 and 50 ms
+  simulated latency, and Magnews contacts merged per second;
+- end-to-end latency (receipt to delivery) at a steady 1,000 events/s;
+- peak RSS of each process and Redis memory per retained event;
+- the naive baseline (one arq job per event, ``enqueue_job`` per request, arq defaults).
+
+Every request goes to 127.0.0.1 only; every phase is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bridge.events import Envelope, magnify_envelope  # noqa: E402
+from bridge.store import EventStore  # noqa: E402
+from tests.redis_server import RedisServer, free_port  # noqa: E402
+
+PY = sys.executable
+TOKENS = {
+    "MAGBRIDGE_MAGICBELL_TOKEN": "sim-magicbell-token",
+    "MAGBRIDGE_MAGNEWS_TOKEN": "sim-magnews-token",
+    "MAGBRIDGE_MAGNEWS_DATABASE_ID": "7",
+    "MAGBRIDGE_MAGICBELL_RECIPIENTS": "ops@example.com",
+    "MAGBRIDGE_MAGICBELL_MAX_RPS": "0",
+    "MAGBRIDGE_MAGNEWS_MAX_RPS": "0",
+    "MAGBRIDGE_MAGICBELL_MAX_CONCURRENCY": "200",
+    "MAGBRIDGE_MAGNEWS_MAX_CONCURRENCY": "200",
+}
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAGBRIDGE_")}
+    env.update(extra)
+    return env
+
+
+def _wait_http(url: str, timeout: float = 20) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextmanager
+def process(
+    args: list[str], env: dict[str, str], name: str, peaks: dict[str, float]
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            peaks[name] = max(peaks.get(name, 0.0), _peak_rss_mib(proc.pid))
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def wrk(url: str, seconds: int, connections: int = 64) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(ROOT / "benchmarks/post_events.lua"), url],
+        capture_output=True, text=True, check=True, timeout=seconds + 60,
+    ).stdout  # fmt: skip
+    line = next(line for line in out.splitlines() if line.startswith("WRKJSON "))
+    data = json.loads(line.removeprefix("WRKJSON "))
+    return {
+        "rps": data["requests"] / (data["duration_us"] / 1e6),
+        "p50_ms": data["p50_us"] / 1000,
+        "p99_ms": data["p99_us"] / 1000,
+        "errors": data["errors"] + data["non2xx"],
+    }
+
+
+def sim_records(base_url: str, path: str) -> list[dict[str, Any]]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{base_url}/_sim/requests?path={path}&method=POST", timeout=30) as response:
+        records: list[dict[str, Any]] = json.loads(response.read())
+    return records
+
+
+def sim_post(base_url: str, route: str, body: dict[str, Any]) -> None:
+    import urllib.request
+
+    request = urllib.request.Request(f"{base_url}{route}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+async def preload(redis_url: str, envelopes: list[Envelope]) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    store = EventStore(client, retention_seconds=7 * 86400)
+    for start in range(0, len(envelopes), 500):
+        await store.ingest(envelopes[start : start + 500])
+    await client.aclose()
+
+
+def wait_finished(client: redis.Redis, expected: int, timeout: float) -> float:
+    """Seconds until ``expected`` events are final (counted in mb:stats)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        stats = {k.decode(): int(v) for k, v in client.hgetall("mb:stats").items()}
+        done = sum(v for k, v in stats.items() if k.startswith("events_finished|"))
+        if done >= expected:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise RuntimeError(f"only part of {expected} events finished within {timeout}s")
+
+
+def delivery_rate(records: list[dict[str, Any]], status: int) -> float:
+    times = sorted(r["at"] for r in records if r["status"] == status)
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+
+
+class Bench:
+    def __init__(self, quick: bool):
+        self.quick = quick
+        self.seconds = 5 if quick else 10
+        self.events = 3000 if quick else 15000
+        self.peaks: dict[str, float] = {}
+        self.results: dict[str, Any] = {"machine": {"cores": os.cpu_count()}}
+        self.tmp = Path(tempfile.mkdtemp(prefix="magbridge-bench-"))
+        self.redis = RedisServer(self.tmp, appendonly=True)
+        self.ports = [free_port() for _ in range(3)]
+
+    @property
+    def magicbell(self) -> str:
+        return f"http://127.0.0.1:{self.ports[1]}"
+
+    @property
+    def magnews(self) -> str:
+        return f"http://127.0.0.1:{self.ports[2]}"
+
+    def bridge_env(self, **extra: str) -> dict[str, str]:
+        return _env(
+            MAGBRIDGE_REDIS_URL=self.redis.url,
+            MAGBRIDGE_MAGICBELL_BASE_URL=self.magicbell,
+            MAGBRIDGE_MAGNEWS_BASE_URL=self.magnews,
+            **TOKENS,
+            **extra,
+        )
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis.url)
+
+    def reset(self) -> None:
+        self.client().flushall()
+        sim_post(self.magicbell, "/_sim/reset", {})
+        sim_post(self.magnews, "/_sim/reset", {})
+
+    def ingest(self) -> None:
+        port = free_port()
+        with process([PY, "benchmarks/bare_server.py", str(port)], _env(), "bare aiohttp", self.peaks):
+            time.sleep(1.0)  # the bare server has no GET route to poll
+            self.results["ingest_bare"] = wrk(f"http://127.0.0.1:{port}", self.seconds)
+        self.reset()
+        port = free_port()
+        env = self.bridge_env(MAGBRIDGE_PORT=str(port), MAGBRIDGE_HOST="127.0.0.1")
+        with process([PY, "-m", "bridge.cli", "web"], env, "magbridge web", self.peaks):
+            _wait_http(f"http://127.0.0.1:{port}/healthz")
+            used_before = int(self.client().info("memory")["used_memory"])
+            self.results["ingest_magbridge"] = result = wrk(f"http://127.0.0.1:{port}", self.seconds)
+            stored = int(self.client().zcard("mb:events"))
+            used_after = int(self.client().info("memory")["used_memory"])
+        result["stored"] = stored
+        self.results["redis_bytes_per_event"] = (used_after - used_before) / max(stored, 1)
+        self.results["ingest_ratio"] = result["rps"] / self.results["ingest_bare"]["rps"]
+
+    def deliver(self, label: str, latency_ms: float, envelopes: list[Envelope], path: str) -> None:
+        self.reset()
+        sim_post(self.magicbell, "/_sim/faults", {"latency_ms": latency_ms})
+        sim_post(self.magnews, "/_sim/faults", {"latency_ms": latency_ms})
+        asyncio.run(preload(self.redis.url, envelopes))
+        env = self.bridge_env(MAGBRIDGE_WORKER_MAX_JOBS="200" if latency_ms else "100")
+        with process([PY, "-m", "bridge.cli", "worker"], env, "magbridge worker", self.peaks):
+            wait_finished(self.client(), len(envelopes), timeout=300)
+        base = self.magicbell if path == "/broadcasts" else self.magnews
+        records = sim_records(base, path)
+        if path == "/broadcasts":
+            rate = delivery_rate(records, 201)
+        else:
+            times = sorted(r["at"] for r in records if r["status"] == 200)
+            contacts = sum(len(r["body"].get("contacts", [1])) for r in records if r["status"] == 200)
+            rate = contacts / (times[-1] - times[0]) if len(times) > 1 else 0.0
+        self.results[label] = {"events": len(envelopes), "per_second": rate}
+
+    def end_to_end(self) -> None:
+        self.reset()
+        sim_post(self.magicbell, "/_sim/faults", {"latency_ms": 0})
+        port = free_port()
+        env = self.bridge_env(MAGBRIDGE_PORT=str(port), MAGBRIDGE_HOST="127.0.0.1")
+        seconds = 5 if self.quick else 10
+        with (
+            process([PY, "-m", "bridge.cli", "web"], env, "magbridge web", self.peaks),
+            process([PY, "-m", "bridge.cli", "worker"], env, "magbridge worker", self.peaks),
+        ):
+            _wait_http(f"http://127.0.0.1:{port}/healthz")
+            sent = asyncio.run(paced_sender(f"http://127.0.0.1:{port}/webhooks/magnews", rate=1000, seconds=seconds))
+            wait_finished(self.client(), sent, timeout=120)
+        client = self.client()
+        latencies = []
+        for record in sim_records(self.magicbell, "/broadcasts"):
+            event_id = record["body"]["custom_attributes"]["magbridge_event_id"]
+            received = int(client.hget(f"mb:event:{event_id}", "received_at") or 0)
+            latencies.append(record["at"] * 1000 - received)
+        latencies.sort()
+        self.results["end_to_end_1000"] = {
+            "events": sent,
+            "p50_ms": statistics.median(latencies),
+            "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
+        }
+
+    def naive(self) -> None:
+        self.reset()
+        port = free_port()
+        env = _env(REDIS_URL=self.redis.url, MAGICBELL_URL=self.magicbell)
+        with process([PY, "benchmarks/naive.py", "web", str(port)], env, "naive web", self.peaks):
+            time.sleep(1.0)
+            self.results["ingest_naive"] = wrk(f"http://127.0.0.1:{port}", self.seconds)
+        queued = int(self.client().zcard("arq:queue"))
+        started = time.monotonic()
+        with process([PY, "benchmarks/naive.py", "worker"], env, "naive worker", self.peaks):
+            limit = 60 if self.quick else 120
+            while self.client().zcard("arq:queue") > 0 and time.monotonic() - started < limit:
+                time.sleep(0.2)
+        rate = delivery_rate(sim_records(self.magicbell, "/broadcasts"), 201)
+        self.results["delivery_naive"] = {"events": queued, "per_second": rate}
+
+    def run(self) -> dict[str, Any]:
+        self.redis.start()
+        self.redis_config()
+        sim_args = [PY, "-m", "bridge.cli", "simulate", "--magnify-port", str(self.ports[0]),
+                    "--magicbell-port", str(self.ports[1]), "--magnews-port", str(self.ports[2])]  # fmt: skip
+        try:
+            with process(sim_args, _env(), "simulators", self.peaks):
+                _wait_http(f"{self.magicbell}/_sim/state")
+                self.ingest()
+                broadcasts = [_broadcast_event(n) for n in range(self.events)]
+                self.deliver("delivery_0ms", 0, broadcasts, "/broadcasts")
+                self.deliver("delivery_50ms", 50, [_broadcast_event(n, "l") for n in range(self.events)], "/broadcasts")
+                merges = [magnify_envelope(_engagement(n)) for n in range(self.events)]
+                self.deliver("magnews_merges", 0, merges, "/v19/contacts")
+                self.end_to_end()
+                self.naive()
+        finally:
+            self.redis.stop()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        self.results["peak_rss_mib"] = self.peaks
+        return self.results
+
+    def redis_config(self) -> None:
+        client = self.client()
+        client.config_set("appendfsync", "everysec")
+        client.config_set("maxmemory-policy", "noeviction")
+
+
+def _broadcast_event(number: int, prefix: str = "d") -> Envelope:
+    return Envelope(id=f"{prefix}-{number}", source="magnews", type="contacts/delete",
+                    occurred_at="2025-11-14T13:00:00.000Z",
+                    payload={"topic": "contacts/delete", "data": {"email": f"u{number}@example.com"}})  # fmt: skip
+
+
+def _engagement(number: int) -> dict[str, Any]:
+    return {
+        "account": {"id": "acc_1", "name": "Acme"},
+        "user": {"id": f"user_{number}", "name": f"User {number}"},
+        "motion": {"id": "00000000-0000-0000-0000-000000000001", "name": "M", "version": "1"},
+        "emailEvent": {"templateId": "t", "templateVersion": 1, "type": "magnify_send_email_open"},
+        "occurredAt": 1640995200000 + number,
+    }
+
+
+async def paced_sender(url: str, *, rate: int, seconds: int) -> int:
+    """Send ``rate`` events per second for ``seconds``, each its own request; returns how many."""
+    sent = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+
+        async def one(number: int) -> None:
+            nonlocal sent
+            body = {"id": f"e2e-{number}", "topic": "contacts/delete", "data": {"email": f"e{number}@example.com"}}
+            async with session.post(url, json=body) as response:
+                if response.status == 200:
+                    sent += 1
+
+        tasks = []
+        started = time.monotonic()
+        for number in range(rate * seconds):
+            delay = started + number / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(number)))
+        await asyncio.gather(*tasks)
+    return sent
+
+
+def table(results: dict[str, Any]) -> str:
+    r = results
+    rows = [
+        ("ingest, bare aiohttp handler", f"{r['ingest_bare']['rps']:,.0f} req/s", f"p50 {r['ingest_bare']['p50_ms']:.1f} ms, p99 {r['ingest_bare']['p99_ms']:.1f} ms"),
+        ("ingest, magbridge web (stored + queued)", f"{r['ingest_magbridge']['rps']:,.0f} ev/s",
+         f"p50 {r['ingest_magbridge']['p50_ms']:.1f} ms, p99 {r['ingest_magbridge']['p99_ms']:.1f} ms; {r['ingest_ratio']:.0%} of bare"),
+        ("ingest, naive (enqueue_job per request)", f"{r['ingest_naive']['rps']:,.0f} ev/s",
+         f"p50 {r['ingest_naive']['p50_ms']:.1f} ms, p99 {r['ingest_naive']['p99_ms']:.1f} ms"),
+        ("delivery, 1 worker, 0 ms API latency", f"{r['delivery_0ms']['per_second']:,.0f} ev/s", f"{r['delivery_0ms']['events']:,} broadcasts"),
+        ("delivery, 1 worker, 50 ms API latency", f"{r['delivery_50ms']['per_second']:,.0f} ev/s", f"{r['delivery_50ms']['events']:,} broadcasts"),
+        ("delivery, naive worker (arq defaults)", f"{r['delivery_naive']['per_second']:,.0f} ev/s", f"{r['delivery_naive']['events']:,} broadcasts"),
+        ("Magnews merges, 1 worker (batchmerge)", f"{r['magnews_merges']['per_second']:,.0f} contacts/s", f"{r['magnews_merges']['events']:,} events"),
+        ("end to end at 1,000 ev/s", f"p50 {r['end_to_end_1000']['p50_ms']:.0f} ms", f"p99 {r['end_to_end_1000']['p99_ms']:.0f} ms, {r['end_to_end_1000']['events']:,} events"),
+        ("Redis memory per retained event", f"{r['redis_bytes_per_event']:,.0f} B", "event + index + job record"),
+    ] + [(f"peak RSS, {name}", f"{mib:.0f} MiB", "") for name, mib in r["peak_rss_mib"].items()]  # fmt: skip
+    width = max(len(row[0]) for row in rows)
+    lines = [f"| {'what'.ljust(width)} | result | notes |", f"|{'-' * (width + 2)}|---|---|"]
+    lines += [f"| {name.ljust(width)} | {value} | {notes} |" for name, value, notes in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shorter phases (about a minute in all)")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/latest.json")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk (make bench installs it)")
+    started = time.monotonic()
+    results = Bench(args.quick).run()
+    results["elapsed_s"] = time.monotonic() - started
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(table(results))
+    print(f"\n{results['elapsed_s']:.0f}s; JSON in {args.json}")
+
+
+if __name__ == "__main__":
+    main()
