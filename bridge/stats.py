@@ -17,8 +17,9 @@ import bisect
 from collections.abc import Mapping
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
-__all__ = ["GAUGES_KEY", "HIST_PREFIX", "LATENCY_BUCKETS", "STATS_KEY", "Stats", "series_name"]
+__all__ = ["GAUGES_KEY", "HIST_PREFIX", "LATENCY_BUCKETS", "STATS_KEY", "Stats", "StatsBuffer", "series_name"]
 
 STATS_KEY = "mb:stats"
 GAUGES_KEY = "mb:gauges"
@@ -38,6 +39,38 @@ def _labels(labels: Mapping[str, str] | None) -> str:
     return ",".join(f"{key}={labels[key]}" for key in sorted(labels)) if labels else ""
 
 
+def _bucket(value: float) -> str:
+    index = bisect.bisect_left(LATENCY_BUCKETS, value)
+    return str(LATENCY_BUCKETS[index]) if index < len(LATENCY_BUCKETS) else "+Inf"
+
+
+class StatsBuffer:
+    """Counts and observations gathered in memory during a job, written in the job's last pipeline."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._hist: dict[tuple[str, str], list[float]] = {}
+
+    def incr(self, name: str, labels: Mapping[str, str] | None = None, amount: int = 1) -> None:
+        series = series_name(name, labels)
+        self._counts[series] = self._counts.get(series, 0) + amount
+
+    def observe(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
+        self._hist.setdefault((name, _labels(labels)), []).append(value)
+
+    def queue(self, pipe: Pipeline) -> None:
+        for series, amount in self._counts.items():
+            pipe.hincrby(STATS_KEY, series, amount)
+        for (name, prefix), values in self._hist.items():
+            key = HIST_PREFIX + name
+            for value in values:
+                pipe.hincrby(key, f"{prefix}|{_bucket(value)}", 1)
+            pipe.hincrbyfloat(key, f"{prefix}|sum", sum(values))
+            pipe.hincrby(key, f"{prefix}|count", len(values))
+        self._counts.clear()
+        self._hist.clear()
+
+
 class Stats:
     """Writes counters and histogram observations; a pipeline per call keeps it to one round trip."""
 
@@ -52,11 +85,9 @@ class Stats:
 
     async def observe(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
         prefix = _labels(labels)
-        index = bisect.bisect_left(LATENCY_BUCKETS, value)
-        bucket = str(LATENCY_BUCKETS[index]) if index < len(LATENCY_BUCKETS) else "+Inf"
         key = HIST_PREFIX + name
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hincrby(key, f"{prefix}|{bucket}", 1)
+            pipe.hincrby(key, f"{prefix}|{_bucket(value)}", 1)
             pipe.hincrbyfloat(key, f"{prefix}|sum", value)
             pipe.hincrby(key, f"{prefix}|count", 1)
             await pipe.execute()

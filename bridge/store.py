@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 
 from bridge.events import Envelope, canonical_json
@@ -269,39 +270,56 @@ class EventStore:
             replays=json.loads(fields.get("replays") or "[]"),
         )
 
-    async def start_run(self, event_id: str) -> None:
+    # Writes of a delivery run. Each ``queue_*`` adds its commands to a caller's pipeline, so a job
+    # can record several actions and the outcome in one round trip; the async forms run one alone.
+
+    def queue_start_run(self, pipe: Pipeline, event_id: str) -> None:
         """Mark an event as being delivered and count the run."""
+        pipe.hset(event_key(event_id), mapping={"status": "delivering", "updated_at": now_ms()})
+        pipe.hincrby(event_key(event_id), "runs", 1)
+
+    def queue_save_action(self, pipe: Pipeline, event_id: str, action_key: str, record: dict[str, Any]) -> None:
+        key = _actions_key(event_id)
+        pipe.hset(key, action_key, json.dumps(record, separators=(",", ":")))
+        pipe.pexpire(key, self.retention_ms)
+
+    def queue_status(self, pipe: Pipeline, event_id: str, status: str) -> None:
+        pipe.hset(event_key(event_id), mapping={"status": status, "updated_at": now_ms()})
+
+    def queue_finish(self, pipe: Pipeline, event_id: str, status: str, *, dead: bool, error: str = "") -> None:
+        """Record an event's outcome; a dead letter, and its actions, are kept until replayed."""
+        stamp = now_ms()
+        pipe.hset(event_key(event_id), mapping={"status": status, "updated_at": stamp, "error": error})
+        pipe.zrem(_PENDING_INDEX, event_id)
+        if dead:
+            pipe.zadd(_DEAD_INDEX, {event_id: stamp})
+            pipe.persist(event_key(event_id))
+            pipe.persist(_actions_key(event_id))
+        else:
+            pipe.zrem(_DEAD_INDEX, event_id)
+            pipe.pexpire(event_key(event_id), self.retention_ms)
+            pipe.pexpire(_actions_key(event_id), self.retention_ms)
+        pipe.hincrby(_STATS, series_name("events_finished", {"status": status}), 1)
+
+    async def start_run(self, event_id: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(event_key(event_id), mapping={"status": "delivering", "updated_at": now_ms()})
-            pipe.hincrby(event_key(event_id), "runs", 1)
+            self.queue_start_run(pipe, event_id)
             await pipe.execute()
 
     async def save_action(self, event_id: str, action_key: str, record: dict[str, Any]) -> None:
-        key = _actions_key(event_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, action_key, json.dumps(record, separators=(",", ":")))
-            pipe.pexpire(key, self.retention_ms)
+            self.queue_save_action(pipe, event_id, action_key, record)
             await pipe.execute()
 
     async def finish(self, event_id: str, status: str, *, dead: bool, error: str = "") -> None:
-        """Record an event's outcome; a dead letter, and its actions, are kept until replayed."""
-        stamp = now_ms()
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(event_key(event_id), mapping={"status": status, "updated_at": stamp, "error": error})
-            pipe.zrem(_PENDING_INDEX, event_id)
-            if dead:
-                pipe.zadd(_DEAD_INDEX, {event_id: stamp})
-                pipe.persist(event_key(event_id))
-                pipe.persist(_actions_key(event_id))
-            else:
-                pipe.zrem(_DEAD_INDEX, event_id)
-                pipe.pexpire(event_key(event_id), self.retention_ms)
-                pipe.pexpire(_actions_key(event_id), self.retention_ms)
-            pipe.hincrby(_STATS, series_name("events_finished", {"status": status}), 1)
+            self.queue_finish(pipe, event_id, status, dead=dead, error=error)
             await pipe.execute()
 
     async def set_status(self, event_id: str, status: str) -> None:
-        await _resolve(self.redis.hset(event_key(event_id), mapping={"status": status, "updated_at": now_ms()}))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self.queue_status(pipe, event_id, status)
+            await pipe.execute()
 
     async def bump_generation(self, event_id: str) -> int:
         """A forced replay: a new generation gives every action a new key, so it is sent again."""
@@ -459,7 +477,9 @@ class EventStore:
                             await pipe.reset()  # type: ignore[no-untyped-call]
                             return outcome
                         pipe.multi()  # type: ignore[no-untyped-call]
-                        await self._write_replay(pipe, outcome, force, reset, [*replays, {**entry, **outcome.entry()}])
+                        await self._write_replay(
+                            pipe, outcome, force, reset, [*replays, {**entry, "force": force, **outcome.entry()}]
+                        )
                         await pipe.execute()
                         return outcome
                     except WatchError:

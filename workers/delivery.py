@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from bridge.events import format_time
-from bridge.stats import Stats
+from bridge.stats import StatsBuffer
 from config.errors import DeliveryDeferred, DeliveryError, TransientDeliveryError
 from workers.http import ApiResponse
 from workers.ledger import Ledger
@@ -63,7 +63,7 @@ class DeliveryContext:
     """What every action of one job run shares."""
 
     ledger: Ledger
-    stats: Stats
+    stats: StatsBuffer
     delivered: dict[str, dict[str, Any]]
     job_try: int
     received_at_ms: int
@@ -78,7 +78,7 @@ async def deliver_action(
     if action.error is not None:
         record.update(status="dead", last_error=action.error)
         _attempt(record, job_try=run.job_try, outcome="invalid", error=action.error)
-        await run.stats.incr("deliveries", labels | {"outcome": "invalid"})
+        run.stats.incr("deliveries", labels | {"outcome": "invalid"})
         log.warning("action invalid", error=action.error)
         return ActionOutcome(record)
     for request in action.requests:
@@ -103,7 +103,7 @@ async def deliver_action(
             record["failures"] = record.get("failures", 0) + int(transient)
             _attempt(record, job_try=run.job_try, request=request.key, outcome=outcome, status=exc.status,
                      error=exc.message, ms=elapsed)  # fmt: skip
-            await run.stats.incr("deliveries", labels | {"outcome": outcome})
+            run.stats.incr("deliveries", labels | {"outcome": outcome})
             log.warning("delivery failed", request=request.key, outcome=outcome, status=exc.status,
                         error=exc.message, job_try=run.job_try)  # fmt: skip
             if isinstance(exc, TransientDeliveryError):
@@ -116,8 +116,8 @@ async def deliver_action(
         record["last_response"] = {"status": response.status, "body": response.text}
         _attempt(record, job_try=run.job_try, request=request.key, outcome="delivered", status=response.status,
                  ms=elapsed)  # fmt: skip
-        await run.stats.incr("deliveries", labels | {"outcome": "delivered"})
-        await run.stats.observe("delivery_latency_seconds", time.time() - run.received_at_ms / 1000, labels)
+        run.stats.incr("deliveries", labels | {"outcome": "delivered"})
+        run.stats.observe("delivery_latency_seconds", time.time() - run.received_at_ms / 1000, labels)
         log.info("delivered", request=request.key, status=response.status, ms=elapsed, job_try=run.job_try)
     record.update(status="delivered", last_error=None)
     return ActionOutcome(record)

@@ -15,8 +15,9 @@ from typing import Any
 
 import structlog
 from arq import Retry
+from redis.asyncio.client import Pipeline
 
-from bridge.stats import Stats
+from bridge.stats import Stats, StatsBuffer
 from bridge.store import EventStore, StoredEvent
 from config.rules import RuleSet
 from config.settings import Settings
@@ -81,8 +82,13 @@ async def _run(deps: WorkerDeps, event_id: str, job_try: int) -> str:
         _log.warning("event not found", reason="expired or purged before delivery")
         return "missing"
     structlog.contextvars.bind_contextvars(source=event.source, type=event.type)
-    await deps.store.start_run(event_id)
     planned = plan_actions(deps.rules, event, deps.template_context)
+    keys = [request.key for action in planned for request in action.requests]
+    # One round trip: what was delivered already, and the run's start.
+    async with deps.store.redis.pipeline(transaction=False) as pipe:
+        deps.ledger.queue_lookup(pipe, keys)
+        deps.store.queue_start_run(pipe, event_id)
+        ledger_values, *_ = await pipe.execute()
     if not planned:
         await deps.store.finish(event_id, "ignored", dead=False)
         _log.info("event ignored", reason="no rule matches")
@@ -90,44 +96,63 @@ async def _run(deps: WorkerDeps, event_id: str, job_try: int) -> str:
 
     run = DeliveryContext(
         ledger=deps.ledger,
-        stats=deps.stats,
-        delivered=await deps.ledger.delivered([request.key for action in planned for request in action.requests]),
+        stats=StatsBuffer(),
+        delivered=deps.ledger.parse_lookup(keys, ledger_values),
         job_try=job_try,
         received_at_ms=event.received_at,
     )
     waits: list[float] = []
+    changed: list[PlannedAction] = []
     for action in planned:
         record = event.actions.get(action.key) or new_record(action)
         if record["status"] in ("delivered", "dead"):
             # Delivered needs nothing; dead waits for a replay (which resets it to pending).
+            event.actions[action.key] = record
             continue
         outcome = await deliver_action(action, record, send=deps.senders[action.destination], run=run)
         if outcome.retry_after is not None:
             waits.append(outcome.retry_after)
-        await deps.store.save_action(event_id, action.key, outcome.record)
         event.actions[action.key] = outcome.record
+        changed.append(action)
 
+    delay = None
     if waits:
-        await _give_up_exhausted(deps, event, planned)
+        changed += _give_up_exhausted(deps.settings, event, planned)
         if any(event.actions[action.key]["status"] in _PENDING for action in planned):
-            return await _reschedule(deps, event, planned, waits)
-    return await _finish(deps, event, planned)
+            delay = _retry_delay(deps.settings, event, planned, waits, run.stats)
+    # One round trip: every action record, the outcome and the counters.
+    async with deps.store.redis.pipeline(transaction=False) as pipe:
+        for action in changed:
+            deps.store.queue_save_action(pipe, event_id, action.key, event.actions[action.key])
+        status = "retrying" if delay is not None else _queue_outcome(deps, pipe, event, planned, run.stats)
+        if delay is not None:
+            deps.store.queue_status(pipe, event_id, "retrying")
+        run.stats.queue(pipe)
+        await pipe.execute()
+    if delay is not None:
+        _log.info("event retrying", delay=round(delay, 3))
+        raise Retry(defer=delay)
+    return status
 
 
-async def _give_up_exhausted(deps: WorkerDeps, event: StoredEvent, planned: list[PlannedAction]) -> None:
-    settings = deps.settings
+def _give_up_exhausted(settings: Settings, event: StoredEvent, planned: list[PlannedAction]) -> list[PlannedAction]:
+    """Mark dead the pending actions past their attempts or age; returns them."""
     too_old = time.time() - event.received_at / 1000 > settings.retry_max_age_seconds
+    given_up = []
     for action in planned:
         record = event.actions[action.key]
         exhausted = record["status"] == "retrying" and record["failures"] >= settings.retry_max_attempts
         if record["status"] in _PENDING and (exhausted or too_old):
             why = f"{record['failures']} failures" if exhausted else f"older than {settings.retry_max_age_seconds:g}s"
             record.update(status="dead", last_error=f"gave up after {why}: {record['last_error']}")
-            await deps.store.save_action(event.id, action.key, record)
+            given_up.append(action)
+    return given_up
 
 
-async def _reschedule(deps: WorkerDeps, event: StoredEvent, planned: list[PlannedAction], waits: list[float]) -> str:
-    settings = deps.settings
+def _retry_delay(
+    settings: Settings, event: StoredEvent, planned: list[PlannedAction], waits: list[float], stats: StatsBuffer
+) -> float:
+    """When to come back: backoff after failures, never sooner than a server or a limiter asked."""
     failing = [event.actions[a.key] for a in planned if event.actions[a.key]["status"] == "retrying"]
     attempt = max((record["failures"] for record in failing), default=0)
     delay = max(waits)
@@ -140,18 +165,18 @@ async def _reschedule(deps: WorkerDeps, event: StoredEvent, planned: list[Planne
             retry_after_cap=settings.retry_after_max_seconds,
         )
         for record in failing:
-            await deps.stats.incr("retries", {"destination": record["destination"]})
-    await deps.store.set_status(event.id, "retrying")
-    _log.info("event retrying", failures=attempt, delay=round(delay, 3))
-    raise Retry(defer=delay)
+            stats.incr("retries", {"destination": record["destination"]})
+    return delay
 
 
-async def _finish(deps: WorkerDeps, event: StoredEvent, planned: list[PlannedAction]) -> str:
+def _queue_outcome(
+    deps: WorkerDeps, pipe: Pipeline, event: StoredEvent, planned: list[PlannedAction], stats: StatsBuffer
+) -> str:
     dead = [event.actions[action.key] for action in planned if event.actions[action.key]["status"] == "dead"]
     status = "failed" if dead else "delivered"
-    await deps.store.finish(event.id, status, dead=bool(dead))
+    deps.store.queue_finish(pipe, event.id, status, dead=bool(dead))
     for record in dead:
-        await deps.stats.incr("dead_letters", {"destination": record["destination"]})
+        stats.incr("dead_letters", {"destination": record["destination"]})
         _log.warning("dead letter", action=record["key"], destination=record["destination"], error=record["last_error"])
     if not dead:
         _log.info("event delivered", actions=len(planned))

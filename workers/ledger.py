@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 __all__ = ["Ledger"]
 
@@ -24,12 +25,20 @@ class Ledger:
     def _key(request_key: str) -> str:
         return f"mb:ledger:{request_key}"
 
-    async def delivered(self, request_keys: list[str]) -> dict[str, dict[str, Any]]:
+    def queue_lookup(self, pipe: Pipeline, request_keys: list[str]) -> None:
+        """Add the lookup of ``request_keys`` to a pipeline; read its result with ``parse_lookup``."""
+        pipe.mget([self._key(key) for key in request_keys] or ["mb:ledger:"])
+
+    @staticmethod
+    def parse_lookup(request_keys: list[str], values: list[bytes | None]) -> dict[str, dict[str, Any]]:
         """The ledger entries of those keys that were delivered."""
-        if not request_keys:
-            return {}
-        values = await self._redis.mget([self._key(key) for key in request_keys])
-        return {key: json.loads(value) for key, value in zip(request_keys, values, strict=True) if value}
+        return {key: json.loads(value) for key, value in zip(request_keys, values, strict=False) if value}
+
+    async def delivered(self, request_keys: list[str]) -> dict[str, dict[str, Any]]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self.queue_lookup(pipe, request_keys)
+            [values] = await pipe.execute()
+        return self.parse_lookup(request_keys, values)
 
     async def record(self, request_key: str, entry: dict[str, Any]) -> None:
         await self._redis.set(self._key(request_key), json.dumps(entry, separators=(",", ":")), ex=self._ttl)

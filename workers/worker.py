@@ -24,10 +24,13 @@ from bridge.stats import Stats
 from bridge.store import EventStore
 from config.rules import load_rules
 from config.settings import Settings, load_settings
+from workers.claim import JobClaimer
 from workers.jobs import WorkerDeps, deliver_event
 from workers.ledger import Ledger
+from workers.poller import POLLER_CTX_KEY, MagnifyPoller, magnify_cron_jobs
 from workers.senders import Senders, build_senders
 from workers.sweeper import sweep_pending
+from workers.upkeep import Upkeep, start_upkeep
 
 __all__ = ["ResilientWorker", "WorkerSettings", "create_worker", "redis_settings"]
 
@@ -59,9 +62,20 @@ async def startup(ctx: dict[str, Any]) -> None:
             "magnews_database_id": settings.magnews_database_id,
         },
     )
+    if settings.magnify_enabled:
+        # Opens no connection yet: a first token is asked for on the first poll, so wrong
+        # credentials show up in logs and readiness instead of stopping the worker.
+        ctx[POLLER_CTX_KEY] = MagnifyPoller.from_settings(ctx["redis"], session, settings)
+    # Rules reload (SIGHUP, file change), Magnews token renewal, and the worker's probes if asked for.
+    ctx["upkeep"] = await start_upkeep(
+        settings, ctx["deps"], ctx["redis"], senders.magnews_tokens, embedded=bool(ctx.get("embedded"))
+    )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    upkeep: Upkeep | None = ctx.get("upkeep")
+    if upkeep is not None:
+        await upkeep.stop()
     senders: Senders | None = ctx.get("senders")
     if senders is not None:
         await senders.close()
@@ -86,7 +100,10 @@ class WorkerSettings:
 
 
 class ResilientWorker(Worker):
-    """arq's worker, kept alive through a Redis outage instead of exiting on the first error."""
+    """arq's worker, kept alive through a Redis outage instead of exiting on the first error, and
+    starting jobs in batches."""
+
+    _claimer: JobClaimer | None = None
 
     async def _poll_iteration(self) -> None:
         try:
@@ -96,16 +113,19 @@ class ResilientWorker(Worker):
             await asyncio.sleep(1)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        # arq takes a concurrency slot before its Redis calls; give it back if Redis fails there.
-        for job_id in job_ids:
-            before = self.job_counter
-            try:
-                await super().start_jobs([job_id])
-            except (RedisError, OSError):
-                if self.job_counter > before and job_id.decode() not in self.tasks:
-                    self.job_counter -= 1
-                    self.sem.release()
-                raise
+        """Claim as many due jobs as there are free slots in one round trip (see ``workers.claim``)."""
+        free = self.max_jobs - self.job_counter
+        if free <= 0:
+            return
+        if self._claimer is None:
+            self._claimer = JobClaimer(self.pool, self.queue_name, int(self.in_progress_timeout_s * 1000))
+        candidates = [job_id.decode() for job_id in job_ids if job_id.decode() not in self.tasks]
+        for job_id, score in await self._claimer.claim(candidates, free):
+            await self.sem.acquire()
+            self.job_counter += 1
+            task = self.loop.create_task(self.run_job(job_id, score))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
 
 
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
@@ -115,6 +135,7 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
         "redis_settings": redis_settings(settings),
         "ctx": {"settings": settings},
         "max_jobs": settings.worker_max_jobs,
+        "cron_jobs": [*WorkerSettings.cron_jobs, *magnify_cron_jobs(settings)],
         "job_timeout": settings.job_timeout_seconds,
         "job_completion_wait": int(settings.job_timeout_seconds),
         # Our job decides when to give up (dead letter); deferrals must never exhaust arq's own cap.
