@@ -1,4 +1,4 @@
-"""The aiohttp application: webhook receiver, probes (metrics and admin join later)."""
+"""The aiohttp application: webhook receiver, probes, metrics, admin API and its OpenAPI document."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from bridge.admin import admin_routes
 from bridge.connections import open_redis
 from bridge.health import healthz, readyz
+from bridge.ingest_batcher import IngestBatcher
+from bridge.metrics import WEB_METRICS, WebMetrics, metrics_endpoint, metrics_middleware
+from bridge.openapi import openapi_json
 from bridge.problems import problem_middleware
-from bridge.state import REDIS, SETTINGS, STORE
+from bridge.state import INGEST, REDIS, SETTINGS, STORE
 from bridge.store import EventStore
+from bridge.webhook_guard import WEBHOOK_GUARD, WebhookGuard
 from bridge.webhooks import receive_magnews
 from config.settings import Settings
 
@@ -22,6 +27,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     redis = open_redis(settings.redis_url)
     app[REDIS] = redis
     app[STORE] = EventStore(redis, retention_seconds=settings.retention_seconds)
+    app[INGEST] = IngestBatcher(app[STORE])
     yield
     await redis.aclose()
 
@@ -29,10 +35,22 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     """Build the web service for ``settings``; resources open on startup and close on cleanup."""
     # aiohttp refuses larger bodies itself; the handler turns that into a problem document.
-    app = web.Application(client_max_size=settings.webhook_max_body_bytes, middlewares=[problem_middleware])
+    # The metrics middleware is outermost so that it counts the problem documents too.
+    # keepalive_timeout is aiohttp's only deadline for request headers: a connection that has not
+    # sent complete headers this long after connecting (or after its last response) is closed.
+    app = web.Application(
+        client_max_size=settings.webhook_max_body_bytes,
+        middlewares=[metrics_middleware, problem_middleware],
+        handler_args={"keepalive_timeout": settings.http_header_timeout_seconds},
+    )
     app[SETTINGS] = settings
+    app[WEBHOOK_GUARD] = WebhookGuard.from_settings(settings)
+    app[WEB_METRICS] = WebMetrics()
     app.cleanup_ctx.append(_redis_ctx)
     app.router.add_post("/webhooks/magnews", receive_magnews)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/openapi.json", openapi_json)
+    app.add_routes(admin_routes)
     return app

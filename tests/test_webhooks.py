@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -60,7 +61,12 @@ async def test_repeats_are_acknowledged_as_duplicates(service: Service, redis: a
     async with service.post_webhook(batch) as response:
         assert await response.json() == {"accepted": 0, "duplicates": 3, "event_ids": ["a", "b", "a"]}
     assert await redis.zcard("arq:queue") == 2
-    assert await redis.hgetall("mb:stats") == {b"received": b"2", b"duplicates": b"4"}
+    assert await redis.hgetall("mb:stats") == {
+        b"received": b"2",
+        b"duplicates": b"4",
+        b"received|source=magnews,type=contacts/update": b"2",
+        b"duplicates|source=magnews,type=contacts/update": b"4",
+    }
 
 
 async def test_event_without_id_gets_a_content_hash(service: Service, redis: aioredis.Redis) -> None:
@@ -175,3 +181,21 @@ async def test_redis_down_gives_503_and_the_receiver_recovers(
         assert (await response.json())["accepted"] == 1
     assert await redis.exists("mb:event:after-outage") == 1
     assert await redis.exists("mb:event:during-outage") == 0
+
+
+async def test_concurrent_requests_share_script_calls_and_get_their_own_answers(
+    service: Service, redis: aioredis.Redis
+) -> None:
+    await redis.config_resetstat()
+
+    async def post(number: int) -> Any:
+        async with service.post_webhook([_event(f"c{number}"), _event("shared")]) as response:
+            assert response.status == 200
+            return await response.json()
+
+    answers = await asyncio.gather(*(post(n) for n in range(60)))
+    assert [answer["event_ids"] for answer in answers] == [[f"c{n}", "shared"] for n in range(60)]
+    assert sum(answer["accepted"] for answer in answers) == 61, "'shared' is accepted exactly once"
+    assert sum(answer["duplicates"] for answer in answers) == 59
+    calls = (await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0)
+    assert 0 < calls < 60, f"{calls} script calls for 60 concurrent requests"
