@@ -117,3 +117,13 @@ def test_backoff_is_bounded_jittered_and_honours_retry_after() -> None:
     assert len(set(delays)) == len(delays)
     assert backoff_seconds(1, base=1, cap=60, retry_after=30, rng=rng) >= 30
     assert backoff_seconds(1, base=1, cap=60, retry_after=10_000, rng=rng) == 60
+
+
+def test_retry_age_restarts_at_the_latest_replay() -> None:
+    from workers.jobs import _age_origin
+
+    event = stored("t", {})
+    event.received_at = 1_000_000
+    assert _age_origin(event) == 1000.0
+    event.replays = [{"at": "2026-01-01T00:00:00.000Z"}, {"at": "garbage"}, {}]
+    assert _age_origin(event) == 1767225600.0

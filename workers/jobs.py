@@ -9,8 +9,10 @@ gives up (dead letter) after ``retry_max_attempts`` failures or when the event i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -135,9 +137,18 @@ async def _run(deps: WorkerDeps, event_id: str, job_try: int) -> str:
     return status
 
 
+def _age_origin(event: StoredEvent) -> float:
+    """Epoch seconds the retry age counts from: receipt, or the latest replay (a fresh start)."""
+    origin = event.received_at / 1000
+    for replay in event.replays:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            origin = max(origin, datetime.fromisoformat(str(replay["at"]).replace("Z", "+00:00")).timestamp())
+    return origin
+
+
 def _give_up_exhausted(settings: Settings, event: StoredEvent, planned: list[PlannedAction]) -> list[PlannedAction]:
     """Mark dead the pending actions past their attempts or age; returns them."""
-    too_old = time.time() - event.received_at / 1000 > settings.retry_max_age_seconds
+    too_old = time.time() - _age_origin(event) > settings.retry_max_age_seconds
     given_up = []
     for action in planned:
         record = event.actions[action.key]
