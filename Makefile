@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint types format ci
+.PHONY: install demo test lint types format ci audit lock
 
-$(BIN)/.installed: pyproject.toml
+# constraints.txt pins every package to the versions CI tested (scripts/lock rewrites it).
+$(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(BIN)/.installed
@@ -29,3 +30,10 @@ types: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Known vulnerabilities in the pinned versions (pip-audit); says so loudly when no service answers.
+audit: install
+	$(BIN)/python scripts/audit
+
+lock:
+	PYTHON=$(PYTHON) scripts/lock

@@ -12,7 +12,10 @@ from collections.abc import Callable
 from aiohttp import web
 
 from bridge.app import create_app
+from bridge.check import add_check_parser, cmd_check
 from bridge.logs import configure_logging
+from bridge.replay_cli import add_replay_parser, cmd_replay
+from bridge.webhook_admin import add_webhook_parser, cmd_magnews_webhook
 from config.errors import ConfigError
 from config.rules import load_rules
 from config.settings import Settings, load_settings
@@ -56,12 +59,18 @@ async def _run_both(settings: Settings) -> None:
     runner = web.AppRunner(create_app(settings))
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
-    worker = create_worker(settings, handle_signals=False)
+    # "embedded": the web service above already answers the probes on this port.
+    worker = create_worker(settings, handle_signals=False, ctx={"settings": settings, "embedded": True})
     worker_task = asyncio.create_task(worker.async_run())
     try:
         await _wait_for_signal()
     finally:
+        # As ``magbridge worker`` does on SIGTERM: no new jobs, running ones get the job timeout to finish.
         worker.allow_pick_jobs = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settings.job_timeout_seconds):
+                while any(not task.done() for task in worker.tasks.values()):
+                    await asyncio.sleep(0.05)
         await worker.close()
         worker_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -103,13 +112,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if summary.consistent else 1
 
 
-def _cmd_check(_: argparse.Namespace) -> int:
-    from bridge.check import run_check
-
-    settings = load_settings()
-    return asyncio.run(run_check(settings, out=sys.stdout))
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="magbridge", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -123,7 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--magnify-port", type=int, default=8091)
     simulate.add_argument("--magicbell-port", type=int, default=8092)
     simulate.add_argument("--magnews-port", type=int, default=8093)
-    commands.add_parser("check", help="validate settings and rules, reach Redis and each API")
+    add_check_parser(commands)
+    add_webhook_parser(commands)
+    add_replay_parser(commands)
     return parser
 
 
@@ -133,7 +137,9 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _cmd_run,
     "demo": _cmd_demo,
     "simulate": _cmd_simulate,
-    "check": _cmd_check,
+    "check": cmd_check,
+    "magnews-webhook": cmd_magnews_webhook,
+    "replay": cmd_replay,
 }
 
 

@@ -4,6 +4,10 @@ Starts the three simulators, the web service and a worker in this process, regis
 receiver with the Magnews simulator (which sends its test request), has the simulator send a
 realistic stream of webhook events (with resends, as Magnews does on timeouts), then checks the
 bridge's own records against what the simulators received.
+
+Magnify traffic: the worker polls the Magnify simulator's small account every second with the
+simulator's client credentials; more metrics are appended while the demo runs, and the summary
+checks that every metric the simulator holds was ingested once and delivered by the rules.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from aiohttp import web
 
 from bridge.app import create_app
 from bridge.connections import open_redis
+from bridge.events import magnify_envelope
 from bridge.simulators import SimulatorEndpoints, run_simulators
+from bridge.simulators.magnify import MAGNIFY_ACCOUNTS, MAGNIFY_BACKEND, MagnifyBackend
 from bridge.store import EventStore
 from config.settings import Settings
 
@@ -57,15 +63,21 @@ class DemoSummary:
     broadcasts_at_magicbell: int = 0
     merges_by_bridge: int = 0
     merges_at_magnews: int = 0
+    magnify_metrics: int = 0  # what the Magnify simulator holds, appended metrics included
+    magnify_appended: int = 0
+    magnify_ingested: int = 0
+    magnify_statuses: Counter[str] = field(default_factory=Counter)
     elapsed: float = 0.0
 
     @property
     def consistent(self) -> bool:
         """Every accepted event finished, and each simulator holds exactly what the bridge says it sent."""
         finished = sum(self.statuses[status] for status in _TERMINAL)
+        magnify_finished = sum(self.magnify_statuses[status] for status in _TERMINAL)
         return (
             finished == self.accepted
             and self.accepted == self.sent
+            and self.magnify_ingested == self.magnify_metrics == magnify_finished
             and self.broadcasts_by_bridge == self.broadcasts_at_magicbell
             and self.merges_by_bridge == self.merges_at_magnews
         )
@@ -87,6 +99,10 @@ def _demo_settings(settings: Settings, endpoints: SimulatorEndpoints) -> Setting
             # The simulators take any pace; the vendors' limits apply to the real APIs only.
             "magicbell_max_rps": 0,
             "magnews_max_rps": 0,
+            # The Magnify simulator's client credentials: the worker polls it every second.
+            "magnify_client_id": "sim-client",
+            "magnify_client_secret": "sim-secret",
+            "magnify_poll_seconds": 1,
         },
         _env_file=None,
     )
@@ -118,6 +134,7 @@ class _Demo:
         self.run = uuid.uuid4().hex[:8]
         self.summary = DemoSummary()
         self.event_ids: list[str] = []
+        self.magnify_ids: list[str] = []
 
     async def register(self, receiver_url: str) -> None:
         async with self.http.post(
@@ -149,9 +166,25 @@ class _Demo:
             self.summary.sent += len(batch)
             self.summary.resent += 1
 
-    async def statuses(self, store: EventStore) -> Counter[str]:
+    async def append_magnify(self, count: int) -> None:
+        """New metrics on the Magnify simulator's running motions, as a live account produces them."""
+        root = self.endpoints.magnify_base_url.removesuffix("/v1/partner")
+        async with self.http.post(f"{root}/_sim/append", json={"count": count}) as response:
+            if response.status != 200:
+                raise RuntimeError(f"the Magnify simulator did not append metrics: {await response.text()}")
+        self.summary.magnify_appended += count
+
+    def expect_magnify(self, backend: MagnifyBackend) -> None:
+        """The event ids of every metric the simulator holds (its motions worth polling)."""
+        from workers.poller import POLLED_STATES
+
+        motions = [motion for motion in backend.data.motions if motion.state in POLLED_STATES]
+        self.magnify_ids = [magnify_envelope(metric).id for motion in motions for metric in motion.metrics]
+        self.summary.magnify_metrics = len(self.magnify_ids)
+
+    async def statuses(self, store: EventStore, ids: list[str] | None = None) -> Counter[str]:
         async with store.redis.pipeline(transaction=False) as pipe:
-            for event_id in self.event_ids:
+            for event_id in self.event_ids if ids is None else ids:
                 pipe.hget(f"mb:event:{event_id}", "status")
             values = await pipe.execute()
         return Counter(value.decode() for value in values if value is not None)
@@ -160,7 +193,8 @@ class _Demo:
         line = (
             f"sent {self.summary.sent:>4} (+{self.summary.resent} resends) · received {sum(counts.values()):>4} · "
             f"delivered {counts['delivered']:>4} · ignored {counts['ignored']:>4} · failed {counts['failed']:>3} · "
-            f"in flight {sum(counts.values()) - sum(counts[s] for s in _TERMINAL):>4}"
+            f"in flight {sum(counts.values()) - sum(counts[s] for s in _TERMINAL):>4} · "
+            f"magnify {sum(self.summary.magnify_statuses.values()):>3}/{len(self.magnify_ids)}"
         )
         self.out.write(("\r" + line + ("\n" if final else "")) if self.out.isatty() else line + "\n")
         self.out.flush()
@@ -171,8 +205,8 @@ class _Demo:
         return records
 
     async def reconcile(self, store: EventStore) -> None:
-        ours = set(self.event_ids)
-        for event_id in self.event_ids:
+        ours = set(self.event_ids) | set(self.magnify_ids)
+        for event_id in [*self.event_ids, *self.magnify_ids]:
             event = await store.get(event_id)
             for action in (event.actions if event else {}).values():
                 if action["status"] == "delivered":
@@ -186,15 +220,24 @@ class _Demo:
             if record["status"] == 201 and record["body"]["custom_attributes"]["magbridge_event_id"] in ours
         }
         self.summary.broadcasts_at_magicbell = len(broadcasts)
-        merges = await self.sim_requests(self.endpoints.magnews_base_url, "/v19/contacts/merge")
-        self.summary.merges_at_magnews = sum(1 for record in merges if record["status"] == 200)
+        merges = await self.sim_requests(self.endpoints.magnews_base_url, "/v19/contacts/")
+        self.summary.merges_at_magnews = sum(
+            len(record["body"]["contacts"]) if record["path"].endswith("batchmerge") else 1
+            for record in merges
+            if record["status"] == 200
+        )
 
 
-async def _watch(demo: _Demo, store: EventStore, sender: asyncio.Task[None], timeout: float) -> None:
+async def _watch(
+    demo: _Demo, store: EventStore, sender: asyncio.Task[None], backend: MagnifyBackend, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         counts = await demo.statuses(store)
-        done = sender.done() and sum(counts[s] for s in _TERMINAL) == len(demo.event_ids)
+        demo.expect_magnify(backend)
+        demo.summary.magnify_statuses = await demo.statuses(store, demo.magnify_ids)
+        magnify_done = sum(demo.summary.magnify_statuses[s] for s in _TERMINAL) == len(demo.magnify_ids)
+        done = sender.done() and sum(counts[s] for s in _TERMINAL) == len(demo.event_ids) and magnify_done
         demo.progress(counts, final=done)
         if done:
             return
@@ -213,6 +256,9 @@ def _report(summary: DemoSummary, out: TextIO) -> None:
         f"  MagicBell broadcasts       bridge delivered {s.broadcasts_by_bridge}, "
         f"simulator holds {s.broadcasts_at_magicbell}",
         f"  Magnews merges             bridge delivered {s.merges_by_bridge}, simulator holds {s.merges_at_magnews}",
+        f"  Magnify metrics            simulator holds {s.magnify_metrics} ({s.magnify_appended} appended while "
+        f"running), bridge ingested {s.magnify_ingested}",
+        "  Magnify outcomes           " + ", ".join(f"{k} {v}" for k, v in sorted(s.magnify_statuses.items())),
         f"  elapsed                    {s.elapsed:.1f}s",
         "  result                     " + ("CONSISTENT" if s.consistent else "MISMATCH"),
     ]
@@ -224,7 +270,10 @@ async def run_demo(settings: Settings, *, events: int, out: TextIO, seed: int = 
     from workers.worker import create_worker
 
     started = time.monotonic()
-    async with run_simulators() as sims, aiohttp.ClientSession() as http:
+    # A fresh Magnify account per run (seeded by a random run), so a re-run on the same Redis does
+    # not find its metrics already ingested.
+    magnify = {**MAGNIFY_ACCOUNTS["small"], "seed": random.randrange(2**32)}
+    async with run_simulators(magnify=magnify) as sims, aiohttp.ClientSession() as http:
         settings = _demo_settings(settings, sims.endpoints)
         runner = web.AppRunner(create_app(settings))
         await runner.setup()
@@ -239,13 +288,32 @@ async def run_demo(settings: Settings, *, events: int, out: TextIO, seed: int = 
         try:
             out.write(f"demo run {demo.run}: simulators up, receiver at {receiver}, worker started\n")
             await demo.register(receiver)
-            sender = asyncio.create_task(demo.send(events, seed))
-            await _watch(demo, store, sender, timeout)
+            backend = sims.magnify_app[MAGNIFY_BACKEND]
+
+            async def traffic() -> None:
+                await demo.send(events, seed)
+                await demo.append_magnify(20)  # Magnify metrics arriving while the bridge runs
+
+            sender = asyncio.create_task(traffic())
+            await _watch(demo, store, sender, backend, timeout)
             await sender
             stats_after = await store.stats()
-            demo.summary.accepted = stats_after.get("received", 0) - stats_before.get("received", 0)
-            demo.summary.duplicates = stats_after.get("duplicates", 0) - stats_before.get("duplicates", 0)
+            magnify_new = stats_after.get("magnify_metrics_ingested", 0) - stats_before.get(
+                "magnify_metrics_ingested", 0
+            )
+            magnify_again = stats_after.get("magnify_metrics_duplicate", 0) - stats_before.get(
+                "magnify_metrics_duplicate", 0
+            )
+            demo.summary.magnify_ingested = magnify_new
+            # The store counts Magnify metrics with the webhook events: take them out.
+            received = stats_after.get("received", 0) - stats_before.get("received", 0)
+            demo.summary.accepted = received - magnify_new
+            demo.summary.duplicates = (
+                stats_after.get("duplicates", 0) - stats_before.get("duplicates", 0) - magnify_again
+            )
             demo.summary.statuses = await demo.statuses(store)
+            demo.expect_magnify(backend)
+            demo.summary.magnify_statuses = await demo.statuses(store, demo.magnify_ids)
             await demo.reconcile(store)
         finally:
             worker_task.cancel()

@@ -11,11 +11,15 @@ import structlog
 
 __all__ = ["configure_logging", "redact"]
 
-# Query-string tokens (the webhook secret travels as ?token=) and bearer values.
+# Query-string tokens (the webhook secret travels as ?token=), bearer values, and token headers
+# written out as "X-Webhook-Token: value" or {"X-Webhook-Token": "value"}.
 _SECRET_PATTERNS = (
     re.compile(r"(?i)([?&](?:token|access_token|client_secret|secret)=)[^&\s\"']+"),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]+"),
+    re.compile(r"(?i)(x-webhook-token[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&}]+"),
 )
+# Values logged under these keys (at any depth of a logged dict) are never shown.
+_SECRET_KEY = re.compile(r"(?i)^(?:.*[_-])?(?:token|secret|password|authorization|api[_-]?key)$")
 
 
 def redact(text: str) -> str:
@@ -25,9 +29,21 @@ def redact(text: str) -> str:
     return text
 
 
+def _redact_value(key: str, value: Any) -> Any:
+    if isinstance(value, str):
+        return "***" if value and _SECRET_KEY.search(key) else redact(value)
+    if isinstance(value, dict):
+        return {name: _redact_value(str(name), item) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(key, item) for item in value]
+    return value
+
+
 def _redact_values(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     for key, value in event_dict.items():
-        if isinstance(value, str):
+        if key != "event":  # the event name is a fixed message, never a secret's holder by key
+            event_dict[key] = _redact_value(key, value)
+        elif isinstance(value, str):
             event_dict[key] = redact(value)
     return event_dict
 

@@ -7,12 +7,15 @@ from typing import Any
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from redis.exceptions import RedisError
 
 from config.errors import RequestRejected, StoreUnavailable
 
-__all__ = ["problem_middleware", "problem_response"]
+__all__ = ["PROBLEM_TITLE", "problem_middleware", "problem_response"]
 
 _log = structlog.get_logger("magbridge.web")
+# The title of a problem response, for the metrics middleware to count refusals by reason.
+PROBLEM_TITLE = web.ResponseKey("problem_title", str)
 
 
 def problem_response(
@@ -28,6 +31,7 @@ def problem_response(
     if errors:
         body["errors"] = errors
     response = web.json_response(body, status=status, content_type="application/problem+json")
+    response[PROBLEM_TITLE] = title
     if status == 503:
         response.headers["Retry-After"] = "5"
     return response
@@ -40,8 +44,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except RequestRejected as exc:
         _log.info("request rejected", path=instance, status=exc.status, reason=exc.detail)
-        return problem_response(exc.status, exc.title, exc.detail, instance=instance, errors=exc.errors)
-    except StoreUnavailable as exc:
+        response = problem_response(exc.status, exc.title, exc.detail, instance=instance, errors=exc.errors)
+        # A subclass may name headers the status calls for (the admin API's WWW-Authenticate).
+        response.headers.update(getattr(exc, "headers", {}))
+        return response
+    except (StoreUnavailable, RedisError) as exc:
         _log.warning("store unavailable", path=instance, error=str(exc))
         return problem_response(
             503,
@@ -57,7 +64,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             detail = f"{request.method} is not allowed on {instance}"
         elif exc.status == 413:
             detail = "the body is larger than the size limit"
-        return problem_response(exc.status, exc.reason, detail, instance=instance)
+        response = problem_response(exc.status, exc.reason, detail, instance=instance)
+        if "Allow" in exc.headers:  # a 405 must say what is allowed (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         _log.exception("unhandled error", path=instance)
         return problem_response(500, "Internal server error", "an unexpected error; see the logs", instance=instance)

@@ -6,8 +6,13 @@
     ├── StoreUnavailable         Redis does not answer (becomes a 503)
     ├── DeliveryError            a remote API call did not succeed
     │   ├── TransientDeliveryError   worth retrying: connection error, timeout, 408, 429, 5xx
+    │   │   └── MagnewsAuthError     no Magnews access token: the token endpoint refused or did not answer
     │   └── PermanentDeliveryError   not worth retrying: other 4xx, Magnews ``ok: false``, bad rendering
-    └── DeliveryDeferred         not sent at all: rate limit, concurrency cap or open circuit; not a failure
+    ├── DeliveryDeferred         not sent at all: rate limit, concurrency cap or open circuit; not a failure
+    └── MagnifyError             reading Magnify failed; the poll logs it and tries again next cycle
+        ├── MagnifyAuthError         the token endpoint refused the client credentials or did not answer
+        ├── MagnifyApiError          the Partner API answered an error: its documented body, typed
+        └── InvalidMotionId          a motion id that does not match the documented UUID pattern
 
 Third-party errors are wrapped at the boundary with ``raise X(...) from exc``.
 """
@@ -20,7 +25,12 @@ __all__ = [
     "ConfigError",
     "DeliveryDeferred",
     "DeliveryError",
+    "InvalidMotionId",
     "MagbridgeError",
+    "MagnewsAuthError",
+    "MagnifyApiError",
+    "MagnifyAuthError",
+    "MagnifyError",
     "PermanentDeliveryError",
     "RequestRejected",
     "StoreUnavailable",
@@ -76,6 +86,11 @@ class TransientDeliveryError(DeliveryError):
         self.retry_after = retry_after
 
 
+class MagnewsAuthError(TransientDeliveryError):
+    """The Magnews token endpoint gave no access token. Transient on purpose: deliveries wait and retry
+    (within ``RETRY_MAX_AGE_SECONDS``) while an operator fixes the credentials. Never holds a secret."""
+
+
 class PermanentDeliveryError(DeliveryError):
     """Retrying cannot help; the action goes to the dead letters with the response."""
 
@@ -90,3 +105,58 @@ class DeliveryDeferred(MagbridgeError):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+
+
+class MagnifyError(MagbridgeError):
+    """Reading Magnify failed; the poll cycle logs it, records it, and tries again next cycle."""
+
+
+class MagnifyAuthError(MagnifyError):
+    """The token endpoint refused the client (``transient`` False: wrong credentials or scope) or did
+    not answer usefully (``transient`` True: connection error, timeout, 429, 5xx). Never holds a secret."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, transient: bool = False, retry_after: float | None = None
+    ):
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+class MagnifyApiError(MagnifyError):
+    """The Partner API answered an error, or nothing (``status`` None: connection error, timeout).
+
+    The documented error body is kept field by field: ``type``, ``message``, ``detail``, ``status``,
+    ``instance`` and ``validation_errors`` (the body's ``validationErrors``, on 400 only).
+    """
+
+    def __init__(
+        self,
+        summary: str,
+        *,
+        status: int | None,
+        type: str = "",
+        message: str = "",
+        detail: str = "",
+        instance: str = "",
+        validation_errors: list[str] | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(summary)
+        self.status = status
+        self.type = type
+        self.message = message
+        self.detail = detail
+        self.instance = instance
+        self.validation_errors = validation_errors or []
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying: no answer, 408, 429 or 5xx."""
+        return self.status is None or self.status in (408, 429) or self.status >= 500
+
+
+class InvalidMotionId(MagnifyError, ValueError):
+    """A motion id that is neither a UUID in the documented pattern nor ``motion_`` and one."""

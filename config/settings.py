@@ -5,6 +5,7 @@ Build one ``Settings`` at the entry point and pass it down; there is no module-l
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,10 +30,26 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535)
     admin_token: SecretStr | None = None
     webhook_secret: SecretStr | None = None
+    # Security (issue 6), see bridge/webhook_guard.py. Rotation: the secret being retired stays valid
+    # while this is set. Networks: comma-separated CIDRs allowed to post webhooks (empty: any), and
+    # the proxies whose X-Forwarded-For is believed (empty: none, the peer address is the client).
+    webhook_secret_previous: SecretStr | None = None
+    webhook_allowed_networks: Annotated[list[IPv4Network | IPv6Network], NoDecode] = []
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = []
 
     magnews_base_url: AnyHttpUrl = AnyHttpUrl("https://ws-mn1.mag-news.it/ws/rest/api")
     magnews_token: SecretStr | None = None
     magnews_database_id: int | None = Field(None, ge=1)
+    # Deployment (issue 8), see workers/magnews_token.py: the Magnews refresh-token flow (all four set,
+    # or none; the rotated refresh token is kept in Redis), the bridge's public base URL for webhook
+    # registration, the rules file's reload check (0 = SIGHUP only) and the worker's own probes.
+    magnews_client_id: str | None = None
+    magnews_client_secret: SecretStr | None = None
+    magnews_refresh_token: SecretStr | None = None
+    magnews_token_url: AnyHttpUrl | None = None
+    public_url: AnyHttpUrl | None = None
+    rules_reload_seconds: float = Field(5, ge=0)
+    worker_probes: bool = False
     magicbell_base_url: AnyHttpUrl = AnyHttpUrl("https://api.magicbell.com/v2")
     magicbell_token: SecretStr | None = None
     magicbell_recipients: Annotated[list[str], NoDecode] = []
@@ -41,6 +58,13 @@ class Settings(BaseSettings):
     magnify_client_id: str | None = None
     magnify_client_secret: SecretStr | None = None
     magnify_poll_seconds: int = Field(60, ge=1)
+    # Magnify polling (issue 3), see workers/poller.py: motions read at once, the poll lock's lease,
+    # and retries of one request (429/5xx/no answer; Retry-After is a floor) within a cycle.
+    magnify_concurrency: int = Field(4, ge=1, le=64)
+    magnify_lock_seconds: float = Field(15, gt=0)
+    magnify_retry_attempts: int = Field(4, ge=1)
+    magnify_retry_base_seconds: float = Field(0.5, gt=0)
+    magnify_retry_cap_seconds: float = Field(30, gt=0)
 
     magicbell_max_rps: float = Field(1, ge=0)
     magnews_max_rps: float = Field(10, ge=0)
@@ -50,9 +74,19 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
 
     # Beyond the contract: bounds and tuning, each with a production default.
+    # Operations (issue 5): /readyz fails while no worker heartbeat is fresh, unless this is false.
+    ready_requires_worker: bool = True
     retention_days: float = Field(7, gt=0)
     webhook_max_body_bytes: int = Field(1024 * 1024, ge=1024)
     webhook_max_events: int = Field(1000, ge=1)
+    # Security (issue 6), see bridge/json_bounds.py: nesting depth, characters in one string (or key),
+    # values in one body; a body must arrive within the read timeout, request headers within the
+    # header timeout (which also closes idle keep-alive connections).
+    webhook_max_depth: int = Field(32, ge=2, le=500)
+    webhook_max_string_length: int = Field(65536, ge=256)
+    webhook_max_fields: int = Field(100_000, ge=10)
+    webhook_read_timeout_seconds: float = Field(30, gt=0)
+    http_header_timeout_seconds: float = Field(15, gt=0)
     http_timeout_seconds: float = Field(10, gt=0)
     worker_max_jobs: int = Field(50, ge=1)
     retry_base_seconds: float = Field(1, gt=0)
@@ -86,6 +120,36 @@ class Settings(BaseSettings):
                 raise ValueError(f"{address!r} is not an e-mail address")
         return value
 
+    @field_validator("webhook_allowed_networks", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            return [_network(part) if isinstance(part, str) else part for part in value]
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_secrets_are_usable(self) -> Settings:
+        for name in ("webhook_secret", "webhook_secret_previous"):
+            secret = getattr(self, name)
+            if secret is not None and not secret.get_secret_value().strip():
+                raise ValueError(f"{_ENV_PREFIX}{name.upper()} is empty: unset it, or give it a value")
+        if self.webhook_secret_previous is not None and self.webhook_secret is None:
+            raise ValueError(
+                f"{_ENV_PREFIX}WEBHOOK_SECRET_PREVIOUS is set without {_ENV_PREFIX}WEBHOOK_SECRET: "
+                "rotation keeps the old secret beside a new one"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _magnews_refresh_flow_is_complete(self) -> Settings:
+        names = ("magnews_client_id", "magnews_client_secret", "magnews_refresh_token", "magnews_token_url")
+        missing = [f"{_ENV_PREFIX}{name.upper()}" for name in names if getattr(self, name) is None]
+        if 0 < len(missing) < len(names):
+            raise ValueError(f"the Magnews refresh-token flow also needs {', '.join(missing)}")
+        return self
+
     @model_validator(mode="after")
     def _job_outlasts_a_request(self) -> Settings:
         if self.http_timeout_seconds >= self.job_timeout_seconds:
@@ -100,8 +164,20 @@ class Settings(BaseSettings):
         return int(self.retention_days * 86400)
 
     @property
+    def magnews_refresh_enabled(self) -> bool:
+        """Magnews access tokens come from the refresh-token flow instead of ``MAGNEWS_TOKEN``."""
+        return self.magnews_refresh_token is not None and self.magnews_token_url is not None
+
+    @property
     def magnify_enabled(self) -> bool:
         return bool(self.magnify_client_id and self.magnify_client_secret)
+
+
+def _network(text: str) -> IPv4Network | IPv6Network:
+    try:
+        return ip_network(text, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a network in CIDR notation ({exc})") from None
 
 
 def load_settings(**overrides: Any) -> Settings:

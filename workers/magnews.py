@@ -1,6 +1,8 @@
 """Magnews REST API v19 client: contact merges (single and batch) and the account ping.
 
 Magnews answers data errors with HTTP 200 and ``"ok": false``; those are permanent failures.
+The bearer token comes from :mod:`workers.magnews_token`: the static token, or the refresh-token
+flow, in which a 401 drops the token and the call is tried once more with a fresh one.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ import json
 from typing import Any
 
 import aiohttp
+import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from config.errors import PermanentDeliveryError
 from config.settings import Settings
 from workers.http import ApiResponse, call_api
+from workers.magnews_token import MagnewsTokens, StaticToken, magnews_tokens
 
 __all__ = ["MagnewsClient"]
 
@@ -23,22 +27,36 @@ class MagnewsClient:
 
     api = "magnews"
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, token: SecretStr | None, *, timeout: float):
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        token: SecretStr | None,
+        *,
+        timeout: float,
+        tokens: MagnewsTokens | None = None,
+    ):
         self._session = session
         self._base_url = base_url.rstrip("/")
-        self._token = token
+        self.tokens: MagnewsTokens = tokens if tokens is not None else StaticToken(token)
         self._timeout = timeout
 
     @classmethod
-    def from_settings(cls, session: aiohttp.ClientSession, settings: Settings) -> MagnewsClient:
+    def from_settings(
+        cls, session: aiohttp.ClientSession, settings: Settings, *, redis: aioredis.Redis | None = None
+    ) -> MagnewsClient:
+        """The refresh-token flow needs ``redis`` (the rotated refresh token lives there)."""
         return cls(
-            session, str(settings.magnews_base_url), settings.magnews_token, timeout=settings.http_timeout_seconds
+            session,
+            str(settings.magnews_base_url),
+            settings.magnews_token,
+            timeout=settings.http_timeout_seconds,
+            tokens=magnews_tokens(session, settings, redis),
         )
 
-    def _headers(self, idempotency_key: str | None = None) -> dict[str, str]:
-        if self._token is None:
-            raise PermanentDeliveryError("magnews: MAGBRIDGE_MAGNEWS_TOKEN is not set")
-        headers = {"Authorization": f"Bearer {self._token.get_secret_value()}", "Accept": "application/json"}
+    @staticmethod
+    def _headers(token: str, idempotency_key: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         return headers
@@ -46,15 +64,37 @@ class MagnewsClient:
     async def _request(
         self, method: str, path: str, *, json_body: Any = None, idempotency_key: str | None = None
     ) -> ApiResponse:
+        url = f"{self._base_url}/v19{path}"
+        token = await self.tokens.bearer()
+        try:
+            return await call_api(
+                self._session,
+                method,
+                url,
+                api=self.api,
+                headers=self._headers(token, idempotency_key),
+                json_body=json_body,
+                timeout=self._timeout,
+            )
+        except PermanentDeliveryError as exc:
+            if exc.status != 401 or not self.tokens.renewable:
+                raise
+            self.tokens.invalidate(token)
+        # One refresh and one more try: the 401 means the request was not carried out.
+        token = await self.tokens.bearer()
         return await call_api(
             self._session,
             method,
-            f"{self._base_url}/v19{path}",
+            url,
             api=self.api,
-            headers=self._headers(idempotency_key),
+            headers=self._headers(token, idempotency_key),
             json_body=json_body,
             timeout=self._timeout,
         )
+
+    async def request(self, method: str, path: str, *, json_body: Any = None) -> ApiResponse:
+        """Any ``/v19`` call (``path`` starts after ``/v19``) with the bearer; the webhook commands use it."""
+        return await self._request(method, path, json_body=json_body)
 
     async def merge_contact(
         self, values: dict[str, str], options: dict[str, Any], *, idempotency_key: str

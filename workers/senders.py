@@ -15,6 +15,7 @@ from workers.http import ApiResponse
 from workers.limits import DestinationGate, GateLimits
 from workers.magicbell import MagicBellClient
 from workers.magnews import MagnewsClient
+from workers.magnews_token import MagnewsTokens
 from workers.mapping import Request
 
 __all__ = ["Senders", "build_senders"]
@@ -24,6 +25,7 @@ __all__ = ["Senders", "build_senders"]
 class Senders:
     by_destination: dict[str, Sender]
     batcher: MergeBatcher
+    magnews_tokens: MagnewsTokens | None = None  # the worker keeps refreshable ones fresh
 
     async def close(self) -> None:
         await self.batcher.close()
@@ -43,7 +45,7 @@ def _gate(redis: aioredis.Redis, settings: Settings, destination: str, rps: floa
 
 def build_senders(redis: aioredis.Redis, session: aiohttp.ClientSession, settings: Settings) -> Senders:
     magicbell = MagicBellClient.from_settings(session, settings)
-    magnews = MagnewsClient.from_settings(session, settings)
+    magnews = MagnewsClient.from_settings(session, settings, redis=redis)
     magicbell_gate = _gate(redis, settings, "magicbell", settings.magicbell_max_rps, settings.magicbell_max_concurrency)
     magnews_gate = _gate(redis, settings, "magnews", settings.magnews_max_rps, settings.magnews_max_concurrency)
 
@@ -68,4 +70,4 @@ def build_senders(redis: aioredis.Redis, session: aiohttp.ClientSession, setting
     async def merge(request: Request) -> ApiResponse:
         return await batcher.merge(request.body["values"], request.body["options"], request.key)
 
-    return Senders({"magicbell": broadcast, "magnews": merge}, batcher)
+    return Senders({"magicbell": broadcast, "magnews": merge}, batcher, magnews.tokens)

@@ -6,6 +6,9 @@ HTTP errors: they are answered 200 with ``ok: false`` per contact, as the API do
 
 Extra control routes: ``POST /_sim/emit`` makes Magnews send a webhook event to every active
 subscription of its topic; ``GET /_sim/contacts?iddatabase=`` lists stored contacts.
+
+Authentication: the static ``token``, or an access token from the OAuth 2.0 refresh-token grant at
+``POST /oauth2/token`` (see :mod:`bridge.simulators.magnews_oauth`; ``GET|POST /_sim/oauth``).
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ from aiohttp import web
 from bridge.simulators.common import (
     CONTROL_PREFIX,
     VendorProfile,
-    bearer_authorizer,
     control_error,
     create_sim_app,
     iso_utc,
     read_json,
 )
 from bridge.simulators.magnews_contacts import ContactStore
+from bridge.simulators.magnews_oauth import MAGNEWS_OAUTH, TOKEN_PATH, MagnewsOAuth, oauth_control, token_endpoint
 from bridge.simulators.magnews_webhooks import (
     WEBHOOK_STATUSES,
     Delivery,
@@ -69,8 +72,11 @@ USERINFO: Mapping[str, Any] = MappingProxyType(
 class MagnewsBackend:
     """Contacts, webhook subscriptions and the count of changes made to them (side effects)."""
 
-    def __init__(self, databases: Mapping[int, str], *, require_https: bool, seed: int) -> None:
+    def __init__(
+        self, databases: Mapping[int, str], *, require_https: bool, seed: int, oauth: MagnewsOAuth | None = None
+    ) -> None:
         self._seed = seed
+        self.oauth = oauth
         self.contacts = ContactStore(databases)
         self.webhooks = WebhookRegistry(user_id=USERINFO["iduser"])
         self.sender = WebhookSender()
@@ -79,8 +85,10 @@ class MagnewsBackend:
         self.side_effects = 0
 
     def reset(self) -> None:
-        """Forget contacts and subscriptions."""
+        """Forget contacts, subscriptions and issued tokens."""
         self.contacts.reset()
+        if self.oauth is not None:
+            self.oauth.reset()
         self.webhooks.reset()
         self.rng = random.Random(self._seed)
         self.side_effects = 0
@@ -382,14 +390,26 @@ def create_magnews_app(
     databases: dict[int, str] | None = None,
     seed: int = 0,
     require_https: bool = False,
+    access_token_ttl: float = 3600.0,
+    rotate_refresh_tokens: bool = True,
 ) -> web.Application:
-    """A Magnews v19 simulator; ``databases`` maps each ``iddatabase`` to its primary-key field id."""
+    """A Magnews v19 simulator; ``databases`` maps each ``iddatabase`` to its primary-key field id.
+
+    ``token`` is always accepted; the refresh-token grant issues access tokens that live
+    ``access_token_ttl`` seconds and rotates the refresh token on each grant unless told not to.
+    """
+    oauth = MagnewsOAuth(static_token=token, access_ttl=access_token_ttl, rotate=rotate_refresh_tokens)
     backend = MagnewsBackend(
-        DEFAULT_DATABASES if databases is None else databases, require_https=require_https, seed=seed
+        DEFAULT_DATABASES if databases is None else databases, require_https=require_https, seed=seed, oauth=oauth
     )
-    profile = VendorProfile(name="magnews", render_error=_render_error, authorize=bearer_authorizer(token))
+    profile = VendorProfile(
+        name="magnews", render_error=_render_error, authorize=oauth.authorize, public_paths=frozenset({TOKEN_PATH})
+    )
     app = create_sim_app(profile, backend, seed=seed)
     app[MAGNEWS_BACKEND] = backend
+    app[MAGNEWS_OAUTH] = oauth
+    app.router.add_post(TOKEN_PATH, token_endpoint)
+    app.router.add_route("*", CONTROL_PREFIX + "oauth", oauth_control)
     app.cleanup_ctx.append(backend.sender.lifespan)
     app.router.add_get("/v19", _version)
     app.router.add_get("/v19/account/userinfo", _userinfo)

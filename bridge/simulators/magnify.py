@@ -4,6 +4,10 @@ A client's base URL is ``http://host:port/v1/partner`` and its token URL ``http:
 API errors use the documented body ``{"type", "message", "detail", "status", "instance",
 "validationErrors"}`` (``validationErrors`` on 400 only); token errors use RFC 6749's format.
 
+Accounts: ``MAGNIFY_ACCOUNTS`` names ready-made shapes for ``create_magnify_app(**shape)``: ``small`` (the
+demo: a few motions, about a hundred metrics) and ``large`` (a realistic account: 400 motions of very
+different sizes, about 40,000 metrics, for the poll benchmark).
+
 Extra control route: ``POST /_sim/append {"motion_id"?: <bare uuid>, "count": n}`` adds ``n`` new metrics
 (stamped now) to that motion, or each to a random EXECUTING motion. With ``append_per_second`` the app
 does that continuously in the background while it runs.
@@ -31,7 +35,7 @@ from bridge.simulators.common import (
 from bridge.simulators.magnify_data import MOTION_STATES, MagnifyData, Motion
 from bridge.simulators.magnify_oauth import OAuthServer, TokenStore
 
-__all__ = ["MAGNIFY_BACKEND", "MagnifyBackend", "create_magnify_app"]
+__all__ = ["MAGNIFY_ACCOUNTS", "MAGNIFY_BACKEND", "MagnifyBackend", "create_magnify_app"]
 
 Order = Literal["oldest_first", "newest_first"]
 
@@ -44,15 +48,37 @@ INVALID_QUERY = "Invalid query parameters provided"
 INVALID_MOTION_ID = "Invalid motion ID format"
 APPEND_MAX = 100_000
 APPEND_TICK_SECONDS = 0.1
+METRICS_FROM_MAX = 99_900  # documented; the window is METRICS_FROM_MAX + the largest page, 100,000
+
+MAGNIFY_ACCOUNTS: Mapping[str, Mapping[str, Any]] = {
+    "small": {"motions": 8, "metrics_per_motion": 15},
+    "large": {"motions": 400, "metrics_per_motion": 100, "size_spread": 1.0},
+}
 
 
 class MagnifyBackend:
     """Generated motions and metrics plus the OAuth server; ``reset`` regenerates both from the seed."""
 
-    def __init__(self, *, motions: int, metrics_per_motion: int, order: Order, seed: int, oauth: OAuthServer) -> None:
-        self._shape = {"motions": motions, "metrics_per_motion": metrics_per_motion, "seed": seed}
+    def __init__(
+        self,
+        *,
+        motions: int,
+        metrics_per_motion: int,
+        order: Order,
+        seed: int,
+        oauth: OAuthServer,
+        size_spread: float = 0.0,
+        metrics_from_max: int = METRICS_FROM_MAX,
+    ) -> None:
+        self._shape: dict[str, Any] = {
+            "motions": motions,
+            "metrics_per_motion": metrics_per_motion,
+            "seed": seed,
+            "size_spread": size_spread,
+        }
         self.order = order
         self.oauth = oauth
+        self.metrics_from_max = metrics_from_max
         self.data = MagnifyData(**self._shape)
 
     def reset(self) -> None:
@@ -168,7 +194,7 @@ async def _email_metrics(request: web.Request) -> web.Response:
     valid_id = bool(MOTION_ID_PATTERN.match(motion_id))
     if not valid_id:
         errors.append(MOTION_ID_ERROR)
-    start = _int_param(request.query, "from", 0, 0, 99_900, errors)
+    start = _int_param(request.query, "from", 0, 0, backend.metrics_from_max, errors)
     size = _int_param(request.query, "size", 10, 1, 100, errors)
     if errors:
         message = "Failed to fetch motion email metrics - validation failed"
@@ -262,19 +288,31 @@ def create_magnify_app(
     order: Order = "oldest_first",
     seed: int = 0,
     append_per_second: float = 0,
+    size_spread: float = 0.0,
+    metrics_from_max: int = METRICS_FROM_MAX,
 ) -> web.Application:
     """A Magnify Partner API simulator with ``motions`` seeded motions of ``metrics_per_motion`` metrics each.
 
     DRAFT and SCHEDULED motions have no metrics. ``order`` says whether a motion's metrics are listed
-    oldest first or newest first.
+    oldest first or newest first. ``size_spread`` > 0 varies the motions' sizes (log-normal, mean
+    ``metrics_per_motion``; 1.0 gives a few motions five times the mean). ``metrics_from_max`` is the
+    documented 99,900; tests lower it to reach the end of the 100,000-metric window cheaply.
     """
     if order not in ("oldest_first", "newest_first"):
         raise ValueError(f"order must be oldest_first or newest_first, not {order!r}")
-    if motions < 0 or metrics_per_motion < 0:
-        raise ValueError("motions and metrics_per_motion must be >= 0")
+    if motions < 0 or metrics_per_motion < 0 or size_spread < 0:
+        raise ValueError("motions, metrics_per_motion and size_spread must be >= 0")
+    if metrics_from_max < 0:
+        raise ValueError("metrics_from_max must be >= 0")
     oauth = OAuthServer(client_id, client_secret, TokenStore(token_ttl_seconds))
     backend = MagnifyBackend(
-        motions=motions, metrics_per_motion=metrics_per_motion, order=order, seed=seed, oauth=oauth
+        motions=motions,
+        metrics_per_motion=metrics_per_motion,
+        order=order,
+        seed=seed,
+        oauth=oauth,
+        size_spread=size_spread,
+        metrics_from_max=metrics_from_max,
     )
     profile = VendorProfile(
         name="magnify",

@@ -201,8 +201,9 @@ def _strictly_increasing(metrics: list[dict[str, Any]]) -> None:
 class MagnifyData:
     """All motions, newest created first, with their metrics."""
 
-    def __init__(self, *, motions: int, metrics_per_motion: int, seed: int) -> None:
+    def __init__(self, *, motions: int, metrics_per_motion: int, seed: int, size_spread: float = 0.0) -> None:
         self.rng = random.Random(seed)
+        self.size_spread = size_spread
         self.people = _people(self.rng)
         states = [STATE_MIX[index % len(STATE_MIX)] for index in range(motions)]
         self.rng.shuffle(states)
@@ -213,6 +214,10 @@ class MagnifyData:
     def _motion(self, index: int, state: str, metrics_per_motion: int) -> Motion:
         rng = self.rng
         repeat, base = divmod(index, len(MOTION_NAMES))
+        if self.size_spread > 0:
+            # Real accounts mix small motions with a few large ones: a log-normal size with mean 1.
+            spread = self.size_spread
+            metrics_per_motion = max(1, round(metrics_per_motion * rng.lognormvariate(-spread * spread / 2, spread)))
         audience_size = min(len(self.people), max(3, metrics_per_motion // 4))
         motion = Motion(
             id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),

@@ -25,12 +25,14 @@ class SimulatorEndpoints:
     - ``magnews_base_url``: ``http://host:port``; the client appends ``/v19/...``.
     - ``magnify_base_url``: ``http://host:port/v1/partner``.
     - ``magnify_token_url``: ``http://host:port/oauth2/token``.
+    - ``magnews_token_url``: ``http://host:port/oauth2/token`` (the Magnews refresh-token grant).
     """
 
     magicbell_base_url: str
     magnews_base_url: str
     magnify_base_url: str
     magnify_token_url: str
+    magnews_token_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ async def run_simulators(
             magnews_base_url=_url(host, magnews_port),
             magnify_base_url=_url(host, magnify_port) + "/v1/partner",
             magnify_token_url=_url(host, magnify_port) + "/oauth2/token",
+            magnews_token_url=_url(host, magnews_port) + "/oauth2/token",
         )
         yield Simulators(endpoints, magicbell_app, magnews_app, magnify_app)
     finally:
