@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint types format ci audit lock
+.PHONY: install demo test lint types format ci audit lock bench
 
 # constraints.txt pins every package to the versions CI tested (scripts/lock rewrites it).
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -37,3 +37,8 @@ audit: install
 
 lock:
 	PYTHON=$(PYTHON) scripts/lock
+
+# The benchmark needs wrk (a Debian package); it runs real processes on loopback, a few minutes.
+bench: install
+	command -v wrk >/dev/null || apt-get install -y wrk
+	$(BIN)/python benchmarks/run.py

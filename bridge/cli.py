@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Callable
 
+import uvloop
 from aiohttp import web
 
 from bridge.app import create_app
@@ -145,6 +146,9 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # uvloop's event loop is a drop-in for asyncio's and measurably faster for the receiver and the
+    # worker alike (see README, Performance).
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     try:
         return _COMMANDS[args.command](args)
     except ConfigError as exc:

@@ -7,6 +7,7 @@ import re
 import sys
 from typing import Any
 
+import orjson
 import structlog
 
 __all__ = ["configure_logging", "redact"]
@@ -24,6 +25,10 @@ _SECRET_KEY = re.compile(r"(?i)^(?:.*[_-])?(?:token|secret|password|authorizatio
 
 def redact(text: str) -> str:
     """Hide token values in a URL, header or message."""
+    # Every pattern needs "=", ":" or the word bearer; most log values have none (and this runs
+    # for every value of every log line).
+    if "=" not in text and ":" not in text and "bearer" not in text.lower():
+        return text
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(r"\1***", text)
     return text
@@ -48,10 +53,17 @@ def _redact_values(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any
     return event_dict
 
 
+def _dumps(value: Any, **_: Any) -> str:
+    # orjson renders a log line several times faster than json; a line per event adds up.
+    return orjson.dumps(value, default=repr).decode()
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     """Route structlog (and the stdlib loggers of aiohttp and arq) to stdout in one format."""
     renderer: Any = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer(serializer=_dumps)
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,

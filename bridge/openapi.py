@@ -94,9 +94,15 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["topic"],
             "properties": {
-                "id": {"type": ["string", "integer", "null"], "description": "Printable ASCII, up to 200 characters; null or absent: a content hash."},
+                "id": {
+                    "type": ["string", "integer", "null"],
+                    "description": "Printable ASCII, up to 200 characters; null or absent: a content hash.",
+                },
                 "topic": {"type": "string", "minLength": 1, "maxLength": 200},
-                "timestamp": {"type": ["string", "number", "null"], "description": "ISO 8601 or epoch seconds/milliseconds; null or absent: the time of receipt."},
+                "timestamp": {
+                    "type": ["string", "number", "null"],
+                    "description": "ISO 8601 or epoch seconds/milliseconds; null or absent: the time of receipt.",
+                },
                 "data": {"type": ["object", "null"]},
             },
             "additionalProperties": True,

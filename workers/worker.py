@@ -10,6 +10,7 @@ stops taking jobs and gives running ones ``job_timeout`` seconds to finish; arq 
 from __future__ import annotations
 
 import asyncio
+import signal
 from typing import Any, ClassVar
 
 import aiohttp
@@ -111,6 +112,15 @@ class ResilientWorker(Worker):
         except (RedisError, OSError) as exc:
             _log.warning("redis unavailable, worker waiting", error=str(exc))
             await asyncio.sleep(1)
+
+    async def close(self) -> None:
+        """As arq's, but a job that died while shutting down (its connection gone) cannot stop the
+        close and leave the pool and the HTTP session open."""
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)  # cancels the running jobs, as arq's close does
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        self.tasks.clear()
+        await super().close()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Claim as many due jobs as there are free slots in one round trip (see ``workers.claim``)."""
