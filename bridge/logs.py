@@ -89,3 +89,5 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     # aiohttp's access log repeats every request at info level; our own lines say what matters.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # arq logs two lines per job at info; ours say more (event, action, outcome), once.
+    logging.getLogger("arq.worker").setLevel(max(logging.WARNING, root.level))

@@ -278,10 +278,14 @@ class EventStore:
         pipe.hset(event_key(event_id), mapping={"status": "delivering", "updated_at": now_ms()})
         pipe.hincrby(event_key(event_id), "runs", 1)
 
-    def queue_save_action(self, pipe: Pipeline, event_id: str, action_key: str, record: dict[str, Any]) -> None:
+    def queue_save_action(
+        self, pipe: Pipeline, event_id: str, action_key: str, record: dict[str, Any], *, expire: bool = True
+    ) -> None:
+        """``expire=False`` when ``queue_finish`` follows in the same pipeline (it sets the expiry)."""
         key = _actions_key(event_id)
         pipe.hset(key, action_key, json.dumps(record, separators=(",", ":")))
-        pipe.pexpire(key, self.retention_ms)
+        if expire:
+            pipe.pexpire(key, self.retention_ms)
 
     def queue_status(self, pipe: Pipeline, event_id: str, status: str) -> None:
         pipe.hset(event_key(event_id), mapping={"status": status, "updated_at": now_ms()})

@@ -125,7 +125,8 @@ async def _run(deps: WorkerDeps, event_id: str, job_try: int) -> str:
     # One round trip: every action record, the outcome and the counters.
     async with deps.store.redis.pipeline(transaction=False) as pipe:
         for action in changed:
-            deps.store.queue_save_action(pipe, event_id, action.key, event.actions[action.key])
+            record = event.actions[action.key]
+            deps.store.queue_save_action(pipe, event_id, action.key, record, expire=delay is not None)
         status = "retrying" if delay is not None else _queue_outcome(deps, pipe, event, planned, run.stats)
         if delay is not None:
             deps.store.queue_status(pipe, event_id, "retrying")
@@ -190,5 +191,6 @@ def _queue_outcome(
         stats.incr("dead_letters", {"destination": record["destination"]})
         _log.warning("dead letter", action=record["key"], destination=record["destination"], error=record["last_error"])
     if not dead:
-        _log.info("event delivered", actions=len(planned))
+        # Each delivery attempt has its own info line already; this one is for debugging.
+        _log.debug("event delivered", actions=len(planned))
     return status
