@@ -231,7 +231,7 @@ class Bench:
             rate = contacts / (times[-1] - times[0]) if len(times) > 1 else 0.0
         self.results[label] = {"events": len(envelopes), "per_second": rate}
 
-    def end_to_end(self) -> None:
+    def end_to_end(self, rate: int) -> None:
         self.reset()
         sim_post(self.magicbell, "/_sim/faults", {"latency_ms": 0})
         port = free_port()
@@ -242,7 +242,8 @@ class Bench:
             process([PY, "-m", "bridge.cli", "worker"], env, "magbridge worker", self.peaks),
         ):
             _wait_http(f"http://127.0.0.1:{port}/healthz")
-            sent = asyncio.run(paced_sender(f"http://127.0.0.1:{port}/webhooks/magnews", rate=1000, seconds=seconds))
+            url = f"http://127.0.0.1:{port}/webhooks/magnews"
+            sent = asyncio.run(paced_sender(url, rate=rate, seconds=seconds, prefix=f"e2e{rate}"))
             wait_finished(self.client(), sent, timeout=120)
         client = self.client()
         latencies = []
@@ -251,7 +252,7 @@ class Bench:
             received = int(client.hget(f"mb:event:{event_id}", "received_at") or 0)
             latencies.append(record["at"] * 1000 - received)
         latencies.sort()
-        self.results["end_to_end_1000"] = {
+        self.results[f"end_to_end_{rate}"] = {
             "events": sent,
             "p50_ms": statistics.median(latencies),
             "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
@@ -287,7 +288,8 @@ class Bench:
                 self.deliver("delivery_50ms", 50, [_broadcast_event(n, "l") for n in range(self.events)], "/broadcasts")
                 merges = [magnify_envelope(_engagement(n)) for n in range(self.events)]
                 self.deliver("magnews_merges", 0, merges, "/v19/contacts")
-                self.end_to_end()
+                self.end_to_end(1000)
+                self.end_to_end(200)
                 self.naive()
         finally:
             self.redis.stop()
@@ -317,14 +319,14 @@ def _engagement(number: int) -> dict[str, Any]:
     }
 
 
-async def paced_sender(url: str, *, rate: int, seconds: int) -> int:
+async def paced_sender(url: str, *, rate: int, seconds: int, prefix: str) -> int:
     """Send ``rate`` events per second for ``seconds``, each its own request; returns how many."""
     sent = 0
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
 
         async def one(number: int) -> None:
             nonlocal sent
-            body = {"id": f"e2e-{number}", "topic": "contacts/delete", "data": {"email": f"e{number}@example.com"}}
+            body = {"id": f"{prefix}-{number}", "topic": "contacts/delete", "data": {"email": f"e{number}@example.com"}}
             async with session.post(url, json=body) as response:
                 if response.status == 200:
                     sent += 1
@@ -363,6 +365,8 @@ def table(results: dict[str, Any]) -> str:
          f"{r['magnews_merges']['events']:,} events"),
         ("end to end at 1,000 ev/s", f"p50 {e2e['p50_ms']:.0f} ms",
          f"p99 {e2e['p99_ms']:.0f} ms, {e2e['events']:,} events"),
+        ("end to end at 200 ev/s", f"p50 {r['end_to_end_200']['p50_ms']:.0f} ms",
+         f"p99 {r['end_to_end_200']['p99_ms']:.0f} ms, {r['end_to_end_200']['events']:,} events"),
         ("Redis memory per retained event", f"{r['redis_bytes_per_event']:,.0f} B", "event, indexes, job record"),
     ]  # fmt: skip
     rows += [(f"peak RSS, {name}", f"{mib:.0f} MiB", "") for name, mib in r["peak_rss_mib"].items()]
