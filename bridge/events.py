@@ -17,6 +17,8 @@ from typing import Any
 from config.errors import RequestRejected
 
 __all__ = [
+    "MAGNIFY_EVENT_PREFIX",
+    "MAGNIFY_EVENT_TYPES",
     "Envelope",
     "canonical_json",
     "format_time",
@@ -25,6 +27,24 @@ __all__ = [
     "parse_magnews_body",
 ]
 
+# The documented values of a Magnify metric's ``emailEvent.type`` (magnify-partner-api, Email Event Types).
+MAGNIFY_EVENT_PREFIX = "magnify_send_email_"
+MAGNIFY_EVENT_TYPES = tuple(
+    MAGNIFY_EVENT_PREFIX + name
+    for name in (
+        "processed",
+        "deferred",
+        "delivered",
+        "open",
+        "click",
+        "bounce",
+        "dropped",
+        "spamreport",
+        "unsubscribe",
+        "group_unsubscribe",
+        "group_resubscribe",
+    )
+)
 _ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces: safe in keys and headers
 _MAX_TOPIC_LENGTH = 200
 _TEST_TOPIC = "webhooks/test"

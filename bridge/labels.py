@@ -7,6 +7,8 @@ event. Known Magnews topics and Magnify email event types keep their name; anyth
 
 from __future__ import annotations
 
+from bridge.events import MAGNIFY_EVENT_TYPES
+
 __all__ = ["KNOWN_EVENT_TYPES", "OTHER", "event_type_label"]
 
 OTHER = "other"
@@ -19,25 +21,9 @@ _MAGNEWS_TOPICS = (
         for name in ("sent", "open", "click", "conversion", "bounce", "complaint")
     ),
 )
-_MAGNIFY_TYPES = tuple(
-    "magnify_send_email_" + name
-    for name in (
-        "processed",
-        "deferred",
-        "delivered",
-        "open",
-        "click",
-        "bounce",
-        "dropped",
-        "spamreport",
-        "unsubscribe",
-        "group_unsubscribe",
-        "group_resubscribe",
-    )
-)
 KNOWN_EVENT_TYPES: dict[str, frozenset[str]] = {
     "magnews": frozenset(_MAGNEWS_TOPICS),
-    "magnify": frozenset(_MAGNIFY_TYPES),
+    "magnify": frozenset(MAGNIFY_EVENT_TYPES),
 }
 
 

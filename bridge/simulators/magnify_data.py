@@ -14,26 +14,13 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
+from bridge.events import MAGNIFY_EVENT_PREFIX, MAGNIFY_EVENT_TYPES
+
 __all__ = ["EMAIL_EVENT_TYPES", "MOTION_STATES", "MagnifyData", "Motion", "Person"]
 
 MOTION_STATES = ("COMPLETED", "DRAFT", "EXECUTING", "SCHEDULED", "FAILED", "ARCHIVED", "CANCELLED")
-EVENT_PREFIX = "magnify_send_email_"
-EMAIL_EVENT_TYPES = tuple(
-    EVENT_PREFIX + name
-    for name in (
-        "processed",
-        "deferred",
-        "delivered",
-        "open",
-        "click",
-        "bounce",
-        "dropped",
-        "spamreport",
-        "unsubscribe",
-        "group_unsubscribe",
-        "group_resubscribe",
-    )
-)
+EVENT_PREFIX = MAGNIFY_EVENT_PREFIX
+EMAIL_EVENT_TYPES = MAGNIFY_EVENT_TYPES
 # The states of every 20 motions before shuffling: mostly running or done; drafts and scheduled motions
 # have not sent anything yet, so they have no metrics.
 STATE_MIX = ("EXECUTING",) * 8 + ("COMPLETED",) * 6 + ("DRAFT",) * 2 + ("SCHEDULED", "FAILED", "ARCHIVED", "CANCELLED")
