@@ -305,16 +305,6 @@ class EventStore:
             pipe.pexpire(_actions_key(event_id), self.retention_ms)
         pipe.hincrby(_STATS, series_name("events_finished", {"status": status}), 1)
 
-    async def start_run(self, event_id: str) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            self.queue_start_run(pipe, event_id)
-            await pipe.execute()
-
-    async def save_action(self, event_id: str, action_key: str, record: dict[str, Any]) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            self.queue_save_action(pipe, event_id, action_key, record)
-            await pipe.execute()
-
     async def finish(self, event_id: str, status: str, *, dead: bool, error: str = "") -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             self.queue_finish(pipe, event_id, status, dead=dead, error=error)
@@ -325,19 +315,9 @@ class EventStore:
             self.queue_status(pipe, event_id, status)
             await pipe.execute()
 
-    async def bump_generation(self, event_id: str) -> int:
-        """A forced replay: a new generation gives every action a new key, so it is sent again."""
-        return int(await _resolve(self.redis.hincrby(event_key(event_id), "generation", 1)))
-
-    async def dead_letter_ids(self) -> list[str]:
-        return [_text(member) for member in await self.redis.zrange(_DEAD_INDEX, 0, -1)]
-
     async def stats(self) -> dict[str, int]:
         raw = await _resolve(self.redis.hgetall(_STATS))
         return {_text(k): int(v) for k, v in raw.items()}
-
-    async def incr_stat(self, name: str, amount: int = 1) -> None:
-        await _resolve(self.redis.hincrby(_STATS, name, amount))
 
     async def queue_depth(self) -> int:
         return int(await self.redis.zcard(QUEUE_NAME))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -126,7 +125,3 @@ async def run_worker_burst(settings: Settings, **overrides: Any) -> Any:
     finally:
         await worker.close()
     return worker
-
-
-def tests_dir() -> Path:
-    return Path(__file__).parent
