@@ -65,8 +65,8 @@ class MagnewsClient:
         self, method: str, path: str, *, json_body: Any = None, idempotency_key: str | None = None
     ) -> ApiResponse:
         url = f"{self._base_url}/v19{path}"
-        token = await self.tokens.bearer()
-        try:
+
+        async def send(token: str) -> ApiResponse:
             return await call_api(
                 self._session,
                 method,
@@ -76,21 +76,16 @@ class MagnewsClient:
                 json_body=json_body,
                 timeout=self._timeout,
             )
+
+        token = await self.tokens.bearer()
+        try:
+            return await send(token)
         except PermanentDeliveryError as exc:
             if exc.status != 401 or not self.tokens.renewable:
                 raise
             self.tokens.invalidate(token)
         # One refresh and one more try: the 401 means the request was not carried out.
-        token = await self.tokens.bearer()
-        return await call_api(
-            self._session,
-            method,
-            url,
-            api=self.api,
-            headers=self._headers(token, idempotency_key),
-            json_body=json_body,
-            timeout=self._timeout,
-        )
+        return await send(await self.tokens.bearer())
 
     async def request(self, method: str, path: str, *, json_body: Any = None) -> ApiResponse:
         """Any ``/v19`` call (``path`` starts after ``/v19``) with the bearer; the webhook commands use it."""
