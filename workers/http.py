@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -17,7 +18,7 @@ import aiohttp
 
 from config.errors import PermanentDeliveryError, TransientDeliveryError
 
-__all__ = ["ApiResponse", "call_api", "parse_retry_after"]
+__all__ = ["ApiResponse", "FormReply", "call_api", "parse_retry_after", "post_form"]
 
 _TRANSIENT_STATUSES = frozenset({408, 429})
 _BODY_KEPT = 2000  # characters of a response body kept with an attempt
@@ -81,3 +82,40 @@ async def call_api(
     except json.JSONDecodeError:
         body = None
     return ApiResponse(status=status, body=body, text=kept, headers=response_headers)
+
+
+@dataclass(frozen=True, slots=True)
+class FormReply:
+    status: int
+    body: Any  # the parsed JSON, or None
+    retry_after: float | None
+
+
+async def post_form(
+    session: aiohttp.ClientSession,
+    url: str,
+    form: dict[str, str],
+    *,
+    timeout: float,
+    fail: Callable[[str], Exception],
+) -> FormReply:
+    """POST a form (an OAuth token request) and read the JSON answer, whatever its status.
+
+    A timeout or connection error raises ``fail(reason)``: each token manager has its own error.
+    """
+    try:
+        async with session.post(
+            url, data=form, headers={"Accept": "application/json"}, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as response:
+            text = await response.text()
+            status = response.status
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    except TimeoutError as exc:
+        raise fail(f"timed out after {timeout:g}s") from exc
+    except (aiohttp.ClientError, ConnectionError) as exc:
+        raise fail(f"unreachable: {type(exc).__name__}: {exc}") from exc
+    try:
+        body = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        body = None
+    return FormReply(status, body, retry_after)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from redis.exceptions import RedisError
 
 from config.errors import ConfigError, MagnewsAuthError, PermanentDeliveryError
 from config.settings import Settings
+from workers.http import post_form
 
 __all__ = [
     "ACCESS_TOKEN_KEY",
@@ -292,23 +292,14 @@ class RefreshingToken:
             "client_secret": self._client_secret.get_secret_value(),
             "refresh_token": refresh_token,
         }
-        try:
-            async with self._session.post(
-                self._token_url,
-                data=form,
-                headers={"Accept": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-            ) as response:
-                text = await response.text()
-                status = response.status
-        except TimeoutError as exc:
-            raise MagnewsAuthError(f"magnews token endpoint: timed out after {self._timeout:g}s") from exc
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            raise MagnewsAuthError(f"magnews token endpoint unreachable: {type(exc).__name__}: {exc}") from exc
-        try:
-            return status, json.loads(text) if text else None
-        except json.JSONDecodeError:
-            return status, None
+        reply = await post_form(
+            self._session,
+            self._token_url,
+            form,
+            timeout=self._timeout,
+            fail=lambda reason: MagnewsAuthError(f"magnews token endpoint: {reason}"),
+        )
+        return reply.status, reply.body
 
     def _parse(self, status: int, body: Any) -> _Access:
         if status >= 400 or not isinstance(body, dict):

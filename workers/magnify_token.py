@@ -15,7 +15,6 @@ error message or a log line.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from config.errors import MagnifyAuthError
-from workers.http import parse_retry_after
+from workers.http import post_form
 
 __all__ = [
     "AUTH_STATE_KEY",
@@ -148,28 +147,14 @@ class TokenManager:
             "client_secret": self._client_secret.get_secret_value(),
             "scope": self._scope,
         }
-        try:
-            async with self._session.post(
-                self._token_url,
-                data=form,
-                headers={"Accept": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-            ) as response:
-                text = await response.text()
-                status = response.status
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        except TimeoutError as exc:
-            raise MagnifyAuthError(
-                f"magnify token endpoint: timed out after {self._timeout:g}s", transient=True
-            ) from exc
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            message = f"magnify token endpoint unreachable: {type(exc).__name__}: {exc}"
-            raise MagnifyAuthError(message, transient=True) from exc
-        try:
-            body: Any = json.loads(text) if text else None
-        except json.JSONDecodeError:
-            body = None
-        return status, body, retry_after
+        reply = await post_form(
+            self._session,
+            self._token_url,
+            form,
+            timeout=self._timeout,
+            fail=lambda reason: MagnifyAuthError(f"magnify token endpoint: {reason}", transient=True),
+        )
+        return reply.status, reply.body, reply.retry_after
 
     def _parse(self, status: int, body: Any, retry_after: float | None) -> _Token:
         if status >= 400 or not isinstance(body, dict):
