@@ -85,7 +85,7 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}/webhooks/magnews"
             sent = asyncio.run(_send(url, args.rate, args.minutes * 60, pids, client))
             wait_finished(client, sent, timeout=300)
-            print(f"sent {sent:,}, all delivered; peak RSS: web {bench.peaks.get('web', 0):.0f} MiB (at exit)")
+            print(f"sent {sent:,}, all delivered")
     finally:
         bench.redis.stop()
 
