@@ -77,6 +77,15 @@ async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, step:
     return time.monotonic() - started
 
 
+async def wait_delivered(client: aioredis.Redis, ids: list[str], timeout: float, step: float = 0.1) -> float:
+    """Seconds until every one of ``ids`` is ``delivered``; fails the test after ``timeout``."""
+
+    async def all_delivered() -> bool:
+        return (await statuses(client, ids)) == {"delivered": len(ids)}
+
+    return await wait_until(all_delivered, timeout, step)
+
+
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
     worker = create_worker(settings, handle_signals=False, poll_delay=0.01)
@@ -216,10 +225,7 @@ async def test_one_destination_down_does_not_slow_the_other(
     async with running_worker(settings):
         healthy, first = await run("Magnews up", 0)
 
-        async def first_delivered() -> bool:
-            return (await statuses(redis, first)) == {"delivered": 100}
-
-        await wait_until(first_delivered, timeout=30)
+        await wait_delivered(redis, first, timeout=30)
         simulators.magnews_app[SIM_CORE].faults.update({"down": True})
         degraded, ids = await run("Magnews down", 1000)
         breaker = await redis.hget("mb:gate:magnews:breaker", "open_until")
@@ -227,10 +233,7 @@ async def test_one_destination_down_does_not_slow_the_other(
         magnews_calls_while_down = len(records(simulators.magnews_app, "/v19/contacts"))
         simulators.magnews_app[SIM_CORE].faults.update({"down": False})
 
-        async def all_delivered() -> bool:
-            return (await statuses(redis, ids)) == {"delivered": 100}
-
-        recovery = await wait_until(all_delivered, timeout=30)
+        recovery = await wait_delivered(redis, ids, timeout=30)
     print(f"Magnews back: the 100 pending merges delivered {recovery:.2f}s later")
     assert side_effects(simulators.magicbell_app) == 200
     merged_users = {
@@ -269,11 +272,7 @@ async def test_worker_killed_twice_loses_and_repeats_nothing(
     restarted = time.monotonic()
     worker = await start_process("worker", settings)
     try:
-
-        async def all_delivered() -> bool:
-            return (await statuses(redis, ids)).get("delivered", 0) == 300
-
-        await wait_until(all_delivered, timeout=60, step=0.2)
+        await wait_delivered(redis, ids, timeout=60, step=0.2)
     finally:
         await stop_process(worker)
     recovery = time.monotonic() - restarted
@@ -322,11 +321,7 @@ async def test_redis_restart_during_a_run_loses_no_accepted_event(
             await sender
             client = aioredis.Redis.from_url(server.url)
             try:
-
-                async def all_delivered() -> bool:
-                    return (await statuses(client, accepted)).get("delivered", 0) == len(accepted)
-
-                await wait_until(all_delivered, timeout=60, step=0.2)
+                await wait_delivered(client, accepted, timeout=60, step=0.2)
             finally:
                 await client.aclose()
         finally:
@@ -360,11 +355,7 @@ async def test_sigterm_drains_running_jobs_and_exits_cleanly(
     assert (await statuses(redis, ids)).get("delivering", 0) == 0, "running jobs finished or were handed back"
     worker = await start_process("worker", settings)
     try:
-
-        async def all_delivered() -> bool:
-            return (await statuses(redis, ids)).get("delivered", 0) == 40
-
-        await wait_until(all_delivered, timeout=30, step=0.1)
+        await wait_delivered(redis, ids, timeout=30, step=0.1)
     finally:
         await stop_process(worker)
     print(f"\nSIGTERM with jobs in flight: exited 0 after {drained_in:.2f}s; all 40 delivered once after restart")
