@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "DELIVER_FUNCTION",
+    "DELIVER_JOB_PREFIX",
     "JOB_KEY_PREFIX",
     "QUEUE_NAME",
     "deliver_job_id",
@@ -24,6 +25,7 @@ __all__ = [
 QUEUE_NAME = "arq:queue"
 JOB_KEY_PREFIX = "arq:job:"
 DELIVER_FUNCTION = "deliver_event"
+DELIVER_JOB_PREFIX = "deliver:"
 
 
 def serialize_job(data: dict[str, Any]) -> bytes:
@@ -37,7 +39,7 @@ def deserialize_job(raw: bytes) -> dict[str, Any]:
 
 def deliver_job_id(event_id: str) -> str:
     """One job id per event: enqueueing an event that is already queued is a no-op."""
-    return f"deliver:{event_id}"
+    return DELIVER_JOB_PREFIX + event_id
 
 
 def deliver_job_record(event_id: str, now_ms: int) -> str:

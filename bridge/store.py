@@ -103,6 +103,24 @@ end
 return results
 """
 
+# Start the delivery runs of a batch: mark each stored event as delivering, count the run, and
+# return its fields and its action records ({} for an event that is gone). ARGV: now_ms, event ids.
+_BEGIN_LUA = """
+local now = ARGV[1]
+local runs = {}
+for i = 2, #ARGV do
+  local key = 'mb:event:' .. ARGV[i]
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('HSET', key, 'status', 'delivering', 'updated_at', now)
+    redis.call('HINCRBY', key, 'runs', 1)
+    runs[#runs + 1] = {redis.call('HGETALL', key), redis.call('HGETALL', 'mb:actions:' .. ARGV[i])}
+  else
+    runs[#runs + 1] = {}
+  end
+end
+return runs
+"""
+
 # One page of a sorted set, newest first, after a cursor (member and score of the last one seen).
 # KEYS[1]: the zset; ARGV: max, min, count, after member ('' for the first page), after score.
 # The cursor's own rank keeps ties in order; if that member is gone, its score is the boundary.
@@ -199,6 +217,29 @@ def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _stored_event(
+    event_id: str, raw: dict[bytes, bytes] | dict[str, str], raw_actions: dict[bytes, bytes] | dict[str, str]
+) -> StoredEvent | None:
+    if not raw:
+        return None
+    fields = {_text(k): _text(v) for k, v in raw.items()}
+    return StoredEvent(
+        id=event_id,
+        source=fields.get("source", ""),
+        type=fields.get("type", ""),
+        occurred_at=fields.get("occurred_at", ""),
+        received_at=int(fields.get("received_at") or 0),
+        updated_at=int(fields.get("updated_at") or 0),
+        status=fields.get("status", ""),
+        generation=int(fields.get("generation") or 0),
+        runs=int(fields.get("runs") or 0),
+        error=fields.get("error", ""),
+        payload=json.loads(fields.get("payload") or "{}"),
+        actions={_text(k): json.loads(v) for k, v in raw_actions.items()},
+        replays=json.loads(fields.get("replays") or "[]"),
+    )
+
+
 class EventStore:
     """Typed access to the event keys above; every Redis failure becomes ``StoreUnavailable``."""
 
@@ -208,6 +249,7 @@ class EventStore:
         self._ingest = redis.register_script(_INGEST_LUA)
         self._enqueue = redis.register_script(_ENQUEUE_LUA)
         self._page = redis.register_script(_PAGE_LUA)
+        self._begin = redis.register_script(_BEGIN_LUA)
 
     async def ingest(self, envelopes: list[Envelope]) -> list[bool]:
         """Store, index and queue each envelope not seen before; ``True`` per envelope that was new."""
@@ -250,64 +292,65 @@ class EventStore:
             pipe.hgetall(event_key(event_id))
             pipe.hgetall(_actions_key(event_id))
             raw, raw_actions = await pipe.execute()
-        if not raw:
-            return None
-        fields = {_text(k): _text(v) for k, v in raw.items()}
-        actions = {_text(k): json.loads(v) for k, v in raw_actions.items()} if with_actions and raw_actions else {}
-        return StoredEvent(
-            id=event_id,
-            source=fields.get("source", ""),
-            type=fields.get("type", ""),
-            occurred_at=fields.get("occurred_at", ""),
-            received_at=int(fields.get("received_at") or 0),
-            updated_at=int(fields.get("updated_at") or 0),
-            status=fields.get("status", ""),
-            generation=int(fields.get("generation") or 0),
-            runs=int(fields.get("runs") or 0),
-            error=fields.get("error", ""),
-            payload=json.loads(fields.get("payload") or "{}"),
-            actions=actions,
-            replays=json.loads(fields.get("replays") or "[]"),
-        )
+        return _stored_event(event_id, raw, raw_actions if with_actions else {})
+
+    async def begin_runs(self, event_ids: list[str]) -> list[StoredEvent | None]:
+        """Mark the events as delivering and count a run of each; ``None`` for those gone."""
+        rows = await self._begin(args=[now_ms(), *event_ids])
+        events: list[StoredEvent | None] = []
+        for event_id, row in zip(event_ids, rows, strict=True):
+            if not row:
+                events.append(None)
+                continue
+            fields, actions = (dict(zip(flat[::2], flat[1::2], strict=True)) for flat in row)
+            events.append(_stored_event(event_id, fields, actions))
+        return events
 
     # Writes of a delivery run. Each ``queue_*`` adds its commands to a caller's pipeline, so a job
     # can record several actions and the outcome in one round trip; the async forms run one alone.
 
-    def queue_start_run(self, pipe: Pipeline, event_id: str) -> None:
-        """Mark an event as being delivered and count the run."""
-        pipe.hset(event_key(event_id), mapping={"status": "delivering", "updated_at": now_ms()})
-        pipe.hincrby(event_key(event_id), "runs", 1)
-
-    def queue_save_action(
-        self, pipe: Pipeline, event_id: str, action_key: str, record: dict[str, Any], *, expire: bool = True
+    def queue_save_actions(
+        self, pipe: Pipeline, event_id: str, records: dict[str, dict[str, Any]], *, expire: bool = True
     ) -> None:
         """``expire=False`` when ``queue_finish`` follows in the same pipeline (it sets the expiry)."""
+        if not records:
+            return
         key = _actions_key(event_id)
-        pipe.hset(key, action_key, json.dumps(record, separators=(",", ":")))
+        pipe.hset(key, mapping={name: json.dumps(record, separators=(",", ":")) for name, record in records.items()})
         if expire:
             pipe.pexpire(key, self.retention_ms)
 
     def queue_status(self, pipe: Pipeline, event_id: str, status: str) -> None:
         pipe.hset(event_key(event_id), mapping={"status": status, "updated_at": now_ms()})
 
-    def queue_finish(self, pipe: Pipeline, event_id: str, status: str, *, dead: bool, error: str = "") -> None:
-        """Record an event's outcome; a dead letter, and its actions, are kept until replayed."""
+    def queue_finish(self, pipe: Pipeline, outcomes: list[tuple[str, str, str]]) -> None:
+        """Record the outcome ``(event_id, status, error)`` of each event; a dead letter (``failed``),
+        and its actions, are kept until replayed, the others expire after the retention window."""
+        if not outcomes:
+            return
         stamp = now_ms()
-        pipe.hset(event_key(event_id), mapping={"status": status, "updated_at": stamp, "error": error})
-        pipe.zrem(_PENDING_INDEX, event_id)
-        if dead:
-            pipe.zadd(_DEAD_INDEX, {event_id: stamp})
-            pipe.persist(event_key(event_id))
-            pipe.persist(_actions_key(event_id))
-        else:
-            pipe.zrem(_DEAD_INDEX, event_id)
-            pipe.pexpire(event_key(event_id), self.retention_ms)
-            pipe.pexpire(_actions_key(event_id), self.retention_ms)
-        pipe.hincrby(_STATS, series_name("events_finished", {"status": status}), 1)
+        finished: dict[str, int] = {}
+        kept = []
+        for event_id, status, error in outcomes:
+            pipe.hset(event_key(event_id), mapping={"status": status, "updated_at": stamp, "error": error})
+            if status == "failed":
+                pipe.zadd(_DEAD_INDEX, {event_id: stamp})
+                pipe.persist(event_key(event_id))
+                pipe.persist(_actions_key(event_id))
+            else:
+                kept.append(event_id)
+                pipe.pexpire(event_key(event_id), self.retention_ms)
+                pipe.pexpire(_actions_key(event_id), self.retention_ms)
+            finished[status] = finished.get(status, 0) + 1
+        pipe.zrem(_PENDING_INDEX, *(event_id for event_id, _, _ in outcomes))
+        if kept:
+            pipe.zrem(_DEAD_INDEX, *kept)
+        for status, count in finished.items():
+            pipe.hincrby(_STATS, series_name("events_finished", {"status": status}), count)
 
-    async def finish(self, event_id: str, status: str, *, dead: bool, error: str = "") -> None:
+    async def finish(self, event_id: str, status: str, *, error: str = "") -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            self.queue_finish(pipe, event_id, status, dead=dead, error=error)
+            self.queue_finish(pipe, [(event_id, status, error)])
             await pipe.execute()
 
     async def set_status(self, event_id: str, status: str) -> None:

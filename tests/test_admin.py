@@ -341,7 +341,7 @@ def test_replay_from_the_shell(
         )
         await store.ingest(envelopes)
         await client.delete("arq:queue", "arq:job:deliver:c1", "arq:job:deliver:c2")  # as if delivered
-        await store.finish("c1", "failed", dead=True, error="boom")
+        await store.finish("c1", "failed", error="boom")
         await client.aclose()
 
     asyncio.run(seed())

@@ -5,49 +5,90 @@ the queue score, MULTI/EXEC) and the event loop busy in between: that caps a wor
 hundred jobs per second whatever the jobs do. This script makes the same decision for a whole poll
 at once and with the same keys, so workers using it and plain arq workers still exclude each other:
 a job is claimed only if it is due and no in-progress key exists, and claiming sets that key.
+
+Delivery jobs are run by the worker in batches rather than by arq's ``run_job``, so the script also
+counts their try in arq's retry key, as ``run_job`` would (``job_try``), and ``queue_settle`` does
+what arq's ``finish_job`` would once they ran.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import redis.asyncio as aioredis
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from redis.asyncio.client import Pipeline
 
-__all__ = ["JobClaimer"]
+__all__ = ["ClaimedJob", "JobClaimer", "queue_settle"]
 
-# ARGV: queue name, in-progress TTL (ms), most to claim, job ids. Returns claimed ids and scores, flattened.
-_CLAIM_LUA = """
+# ARGV: queue name, in-progress TTL (ms), most to claim, prefix of the jobs whose try to count, job ids.
+# Returns, flattened, id, score and try (0 where not counted) of each claimed job.
+_CLAIM_LUA = f"""
 local queue = ARGV[1]
+local counted = ARGV[4]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local claimed = {}
+local claimed = {{}}
 local limit = tonumber(ARGV[3])
-for i = 4, #ARGV do
-  if #claimed >= 2 * limit then break end
+for i = 5, #ARGV do
+  if #claimed >= 3 * limit then break end
   local id = ARGV[i]
   local score = redis.call('ZSCORE', queue, id)
-  if score and tonumber(score) <= now and redis.call('EXISTS', 'arq:in-progress:' .. id) == 0 then
-    redis.call('SET', 'arq:in-progress:' .. id, '1', 'PX', ARGV[2])
+  if score and tonumber(score) <= now and redis.call('EXISTS', '{in_progress_key_prefix}' .. id) == 0 then
+    redis.call('SET', '{in_progress_key_prefix}' .. id, '1', 'PX', ARGV[2])
+    local try = 0
+    if string.sub(id, 1, #counted) == counted then
+      try = redis.call('INCR', '{retry_key_prefix}' .. id)
+      redis.call('EXPIRE', '{retry_key_prefix}' .. id, 88400)
+    end
     claimed[#claimed + 1] = id
     claimed[#claimed + 1] = score
+    claimed[#claimed + 1] = try
   end
 end
 return claimed
 """
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    job_id: str
+    score: int  # when it was due (ms)
+    job_try: int  # 0 for a job whose try arq counts itself
+
+
 class JobClaimer:
-    def __init__(self, redis: aioredis.Redis, queue_name: str, in_progress_ms: int):
+    def __init__(self, redis: aioredis.Redis, queue_name: str, in_progress_ms: int, *, counted_prefix: str):
         self._script = redis.register_script(_CLAIM_LUA)
         self._queue_name = queue_name
         self._in_progress_ms = in_progress_ms
+        self._counted_prefix = counted_prefix
 
-    async def claim(self, job_ids: list[str], limit: int) -> list[tuple[str, int]]:
-        """Up to ``limit`` jobs among ``job_ids`` that this worker now owns, with their queue scores."""
+    async def claim(self, job_ids: list[str], limit: int) -> list[ClaimedJob]:
+        """Up to ``limit`` jobs among ``job_ids`` that this worker now owns."""
         if not job_ids or limit <= 0:
             return []
-        flat = await self._script(args=[self._queue_name, self._in_progress_ms, limit, *job_ids])
-        pairs = zip(flat[::2], flat[1::2], strict=True)
-        return [(_text(job_id), int(float(score))) for job_id, score in pairs]
+        args: list[str | int] = [self._queue_name, self._in_progress_ms, limit, self._counted_prefix, *job_ids]
+        flat = await self._script(args=args)
+        return [ClaimedJob(_text(flat[i]), int(float(flat[i + 1])), int(flat[i + 2])) for i in range(0, len(flat), 3)]
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def queue_settle(pipe: Pipeline, queue_name: str, settled: list[tuple[str, float | None, bool]], now_ms: int) -> None:
+    """Add arq's bookkeeping for jobs the worker ran itself, as ``(job_id, retry_in, done)``: a done
+    job leaves the queue with its record and try count; one to retry is due again ``retry_in``
+    seconds from now; any other (interrupted) stays as queued. Every claim is released."""
+    done = [job_id for job_id, _, is_done in settled if is_done]
+    retries = {job_id: now_ms + int(retry_in * 1000) for job_id, retry_in, _ in settled if retry_in is not None}
+    if retries:
+        pipe.zadd(queue_name, retries)
+    if done:
+        pipe.zrem(queue_name, *done)
+    pipe.delete(
+        *(in_progress_key_prefix + job_id for job_id, _, _ in settled),
+        *(retry_key_prefix + job_id for job_id in done),
+        *(job_key_prefix + job_id for job_id in done),
+    )

@@ -1,6 +1,7 @@
 """Deliver the planned actions of one event run, and record every attempt on the action.
 
-Each request is sent only if the ledger does not hold its key; success writes the ledger. A
+Each request is sent only if the ledger does not hold its key; success adds it to the ledger entries
+that the run's closing pipeline writes (``DeliveryContext.recorded``). A
 transient failure leaves the action ``retrying`` and counts toward its retry limit; a deferral
 (rate limit, concurrency cap, open circuit) leaves it ``deferred`` and counts nothing; a permanent
 failure, or an action that could not be rendered, makes it ``dead``.
@@ -20,7 +21,6 @@ from bridge.events import format_time
 from bridge.stats import StatsBuffer
 from config.errors import DeliveryDeferred, DeliveryError, TransientDeliveryError
 from workers.http import ApiResponse
-from workers.ledger import Ledger
 from workers.mapping import PlannedAction, Request
 
 __all__ = ["ActionOutcome", "DeliveryContext", "Sender", "deliver_action", "new_record"]
@@ -60,11 +60,11 @@ def _attempt(record: dict[str, Any], **fields: Any) -> None:
 
 @dataclass(slots=True)
 class DeliveryContext:
-    """What every action of one job run shares."""
+    """What every action of one event's run shares; ``delivered`` and ``recorded`` are the batch's."""
 
-    ledger: Ledger
     stats: StatsBuffer
-    delivered: dict[str, dict[str, Any]]
+    delivered: dict[str, dict[str, Any]]  # the ledger: request key -> entry, read at the run's start
+    recorded: dict[str, dict[str, Any]]  # entries of this batch's deliveries, for the ledger
     job_try: int
     received_at_ms: int
 
@@ -111,8 +111,7 @@ async def deliver_action(
             return ActionOutcome(record)
         elapsed = round((time.perf_counter() - started) * 1000, 1)
         entry = {"status": response.status, "at": format_time(datetime.now(UTC))}
-        await run.ledger.record(request.key, entry)
-        run.delivered[request.key] = entry
+        run.delivered[request.key] = run.recorded[request.key] = entry
         record["last_response"] = {"status": response.status, "body": response.text}
         _attempt(record, job_try=run.job_try, request=request.key, outcome="delivered", status=response.status,
                  ms=elapsed)  # fmt: skip

@@ -1,9 +1,17 @@
-"""The arq job ``deliver_event``: load the event, plan its actions, deliver, record the outcome.
+"""Delivery runs: load a batch of events, plan their actions, deliver, record every outcome.
 
-An action that failed transiently, or was deferred by its destination's limits, makes the job
-reschedule itself (arq ``Retry``) after a backoff; only those actions are tried again. An action
-gives up (dead letter) after ``retry_max_attempts`` failures or when the event is older than
-``retry_max_age_seconds``; deferrals alone never exhaust attempts.
+The worker claims due delivery jobs in batches (``workers.worker``) and hands them to
+``deliver_batch``. A batch costs a fixed number of Redis round trips, not a number per event: one
+script starts every run and reads the events, one ``MGET`` reads the ledger, the destination gates
+and the Magnews batcher coalesce what the events send, and one transaction (``queue_outcomes``)
+records every outcome, the new ledger entries and the queue's bookkeeping. ``deliver_event`` is the
+same run for one event, as a plain arq job.
+
+An action that failed transiently, or was deferred by its destination's limits, makes the event's
+job come back after a backoff; only those actions are tried again. An action gives up (dead letter)
+after ``retry_max_attempts`` failures or when the event is older than ``retry_max_age_seconds``;
+deferrals alone never exhaust attempts. A run that crashes (a bug, a timeout) is retried the same
+way and dead-lettered with the error once its attempts are spent.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +27,7 @@ import structlog
 from arq import Retry
 from redis.asyncio.client import Pipeline
 
+from bridge.queue import deliver_job_id
 from bridge.stats import Stats, StatsBuffer
 from bridge.store import EventStore, StoredEvent
 from config.rules import RuleSet
@@ -28,7 +37,7 @@ from workers.ledger import Ledger
 from workers.mapping import PlannedAction, plan_actions
 from workers.retry import backoff_seconds
 
-__all__ = ["WorkerDeps", "deliver_event"]
+__all__ = ["Batch", "EventRun", "WorkerDeps", "crashed", "deliver_batch", "deliver_event", "queue_outcomes"]
 
 _log = structlog.get_logger("magbridge.jobs")
 _PENDING = ("retrying", "deferred")
@@ -47,95 +56,154 @@ class WorkerDeps:
     template_context: dict[str, Any]
 
 
+@dataclass(slots=True)
+class EventRun:
+    """One event's run and what it came to. ``retry_in`` set: its job comes back after that many
+    seconds; ``status == "queued"``: the run was interrupted and the job runs again as it is."""
+
+    event_id: str
+    job_try: int
+    event: StoredEvent | None = None
+    planned: list[PlannedAction] = field(default_factory=list)
+    changed: list[PlannedAction] = field(default_factory=list)
+    status: str = "queued"
+    retry_in: float | None = None
+    error: str = ""
+
+    @property
+    def job_done(self) -> bool:
+        return self.retry_in is None and self.status != "queued"
+
+
+@dataclass(slots=True)
+class Batch:
+    """What the runs of one batch share: counters, and the ledger as read and as added to."""
+
+    stats: StatsBuffer = field(default_factory=StatsBuffer)
+    delivered: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recorded: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
 async def deliver_event(ctx: dict[str, Any], event_id: str) -> str:
-    """Deliver every action of one event; returns the event's status."""
+    """arq job: deliver every action of one event; returns the event's status."""
     deps: WorkerDeps = ctx["deps"]
-    job_try: int = ctx.get("job_try", 1)
-    structlog.contextvars.bind_contextvars(event_id=event_id, job_id=ctx.get("job_id"))
+    batch = Batch()
+    runs = [EventRun(event_id, ctx.get("job_try", 1))]
     try:
-        return await _run(deps, event_id, job_try)
-    except Retry:
-        raise
+        await deliver_batch(deps, runs, batch)
     except asyncio.CancelledError:
         # Shutdown handed the job back to the queue: say so instead of "delivering" forever.
-        await asyncio.shield(deps.store.set_status(event_id, "queued"))
+        await asyncio.shield(_write_outcomes(deps, runs, batch))
         raise
+    await _write_outcomes(deps, runs, batch)
+    if runs[0].retry_in is not None:
+        raise Retry(defer=runs[0].retry_in)
+    return runs[0].status
+
+
+async def _write_outcomes(deps: WorkerDeps, runs: list[EventRun], batch: Batch) -> None:
+    async with deps.store.redis.pipeline(transaction=True) as pipe:
+        queue_outcomes(deps, pipe, runs, batch)
+        await pipe.execute()
+
+
+async def deliver_batch(deps: WorkerDeps, runs: list[EventRun], batch: Batch) -> None:
+    """Run each event's delivery; every outcome is left on its ``EventRun`` for ``queue_outcomes``."""
+    events = await deps.store.begin_runs([run.event_id for run in runs])
+    for run, event in zip(runs, events, strict=True):
+        run.event = event
+        if event is None:
+            run.status = "missing"
+            _log.warning("event not found", event_id=run.event_id, reason="expired or purged before delivery")
+            continue
+        try:
+            run.planned = plan_actions(deps.rules, event, deps.template_context)
+        except Exception as exc:  # a bug in planning must not stop the rest of the batch
+            crashed(deps.settings, run, exc)
+            continue
+        if not run.planned:
+            run.status = "ignored"
+    active = [run for run in runs if run.planned and run.status == "queued"]
+    keys = [request.key for run in active for action in run.planned for request in action.requests]
+    batch.delivered.update(await deps.ledger.delivered(keys))
+    await asyncio.gather(*(_deliver_guarded(deps, run, batch) for run in active))
+
+
+async def _deliver_guarded(deps: WorkerDeps, run: EventRun, batch: Batch) -> None:
+    """One event's deliveries within the job timeout; a crash or a timeout becomes a retry."""
+    assert run.event is not None
+    structlog.contextvars.bind_contextvars(
+        event_id=run.event_id, job_id=deliver_job_id(run.event_id), source=run.event.source, type=run.event.type
+    )
+    try:
+        async with asyncio.timeout(deps.settings.job_timeout_seconds):
+            await _deliver(deps, run, run.event, batch)
     except Exception as exc:
-        # A bug or an unreachable Redis must not leave the event half-done and forgotten:
-        # retry like a transient failure, then dead-letter the event with the error.
-        _log.exception("delivery job crashed", job_try=job_try)
-        return await _crashed(deps, event_id, job_try, exc)
-    finally:
-        structlog.contextvars.unbind_contextvars("event_id", "job_id", "source", "type")
+        _log.exception("delivery run crashed", job_try=run.job_try)
+        crashed(deps.settings, run, exc)
 
 
-async def _crashed(deps: WorkerDeps, event_id: str, job_try: int, exc: Exception) -> str:
-    settings = deps.settings
-    if job_try < settings.retry_max_attempts:
-        raise Retry(defer=backoff_seconds(job_try, base=settings.retry_base_seconds, cap=settings.retry_cap_seconds))
-    error = f"internal error after {job_try} tries: {type(exc).__name__}: {exc}"
-    await deps.store.finish(event_id, "failed", dead=True, error=error)
-    return "failed"
-
-
-async def _run(deps: WorkerDeps, event_id: str, job_try: int) -> str:
-    event = await deps.store.get(event_id)
-    if event is None:
-        _log.warning("event not found", reason="expired or purged before delivery")
-        return "missing"
-    structlog.contextvars.bind_contextvars(source=event.source, type=event.type)
-    planned = plan_actions(deps.rules, event, deps.template_context)
-    keys = [request.key for action in planned for request in action.requests]
-    # One round trip: what was delivered already, and the run's start.
-    async with deps.store.redis.pipeline(transaction=False) as pipe:
-        deps.ledger.queue_lookup(pipe, keys)
-        deps.store.queue_start_run(pipe, event_id)
-        ledger_values, *_ = await pipe.execute()
-    if not planned:
-        await deps.store.finish(event_id, "ignored", dead=False)
-        _log.info("event ignored", reason="no rule matches")
-        return "ignored"
-
-    run = DeliveryContext(
-        ledger=deps.ledger,
-        stats=StatsBuffer(),
-        delivered=deps.ledger.parse_lookup(keys, ledger_values),
-        job_try=job_try,
+async def _deliver(deps: WorkerDeps, run: EventRun, event: StoredEvent, batch: Batch) -> None:
+    context = DeliveryContext(
+        stats=batch.stats,
+        delivered=batch.delivered,
+        recorded=batch.recorded,
+        job_try=run.job_try,
         received_at_ms=event.received_at,
     )
     waits: list[float] = []
-    changed: list[PlannedAction] = []
-    for action in planned:
+    for action in run.planned:
         record = event.actions.get(action.key) or new_record(action)
         if record["status"] in ("delivered", "dead"):
             # Delivered needs nothing; dead waits for a replay (which resets it to pending).
             event.actions[action.key] = record
             continue
-        outcome = await deliver_action(action, record, send=deps.senders[action.destination], run=run)
+        outcome = await deliver_action(action, record, send=deps.senders[action.destination], run=context)
         if outcome.retry_after is not None:
             waits.append(outcome.retry_after)
         event.actions[action.key] = outcome.record
-        changed.append(action)
-
-    delay = None
+        run.changed.append(action)
     if waits:
-        changed += _give_up_exhausted(deps.settings, event, planned)
-        if any(event.actions[action.key]["status"] in _PENDING for action in planned):
-            delay = _retry_delay(deps.settings, event, planned, waits, run.stats)
-    # One round trip: every action record, the outcome and the counters.
-    async with deps.store.redis.pipeline(transaction=False) as pipe:
-        for action in changed:
-            record = event.actions[action.key]
-            deps.store.queue_save_action(pipe, event_id, action.key, record, expire=delay is not None)
-        status = "retrying" if delay is not None else _queue_outcome(deps, pipe, event, planned, run.stats)
-        if delay is not None:
-            deps.store.queue_status(pipe, event_id, "retrying")
-        run.stats.queue(pipe)
-        await pipe.execute()
-    if delay is not None:
-        _log.info("event retrying", delay=round(delay, 3))
-        raise Retry(defer=delay)
-    return status
+        run.changed += _give_up_exhausted(deps.settings, event, run.planned)
+        if any(event.actions[action.key]["status"] in _PENDING for action in run.planned):
+            run.retry_in = _retry_delay(deps.settings, event, run.planned, waits, batch.stats)
+            run.status = "retrying"
+            _log.info("event retrying", delay=round(run.retry_in, 3))
+            return
+    dead = [event.actions[a.key] for a in run.planned if event.actions[a.key]["status"] == "dead"]
+    run.status = "failed" if dead else "delivered"
+    for record in dead:
+        batch.stats.incr("dead_letters", {"destination": record["destination"]})
+        _log.warning("dead letter", action=record["key"], destination=record["destination"], error=record["last_error"])
+
+
+def crashed(settings: Settings, run: EventRun, exc: Exception) -> None:
+    """Retry like a transient failure, then dead-letter the event with the error."""
+    if run.job_try < settings.retry_max_attempts:
+        run.status = "retrying"
+        run.retry_in = backoff_seconds(run.job_try, base=settings.retry_base_seconds, cap=settings.retry_cap_seconds)
+    else:
+        run.status = "failed"
+        run.retry_in = None
+        run.error = f"internal error after {run.job_try} tries: {type(exc).__name__}: {exc}"
+
+
+def queue_outcomes(deps: WorkerDeps, pipe: Pipeline, runs: list[EventRun], batch: Batch) -> None:
+    """Add to ``pipe`` every write the runs call for: action records, statuses, outcomes, the new
+    ledger entries and the counters. Interrupted runs (``queued``) say so."""
+    finished: list[tuple[str, str, str]] = []
+    for run in runs:
+        if run.event is None:
+            continue
+        records = {action.key: run.event.actions[action.key] for action in run.changed}
+        deps.store.queue_save_actions(pipe, run.event_id, records, expire=not run.job_done)
+        if run.job_done:
+            finished.append((run.event_id, run.status, run.error))
+        else:
+            deps.store.queue_status(pipe, run.event_id, run.status)
+    deps.store.queue_finish(pipe, finished)
+    deps.ledger.queue_record(pipe, batch.recorded)
+    batch.stats.queue(pipe)
 
 
 def _age_origin(event: StoredEvent) -> float:
@@ -179,18 +247,3 @@ def _retry_delay(
         for record in failing:
             stats.incr("retries", {"destination": record["destination"]})
     return delay
-
-
-def _queue_outcome(
-    deps: WorkerDeps, pipe: Pipeline, event: StoredEvent, planned: list[PlannedAction], stats: StatsBuffer
-) -> str:
-    dead = [event.actions[action.key] for action in planned if event.actions[action.key]["status"] == "dead"]
-    status = "failed" if dead else "delivered"
-    deps.store.queue_finish(pipe, event.id, status, dead=bool(dead))
-    for record in dead:
-        stats.incr("dead_letters", {"destination": record["destination"]})
-        _log.warning("dead letter", action=record["key"], destination=record["destination"], error=record["last_error"])
-    if not dead:
-        # Each delivery attempt has its own info line already; this one is for debugging.
-        _log.debug("event delivered", actions=len(planned))
-    return status

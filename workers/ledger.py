@@ -1,8 +1,9 @@
 """The idempotency ledger: request keys that a destination has acknowledged.
 
 A job that runs again (a retry, a replay, a worker that died after sending) checks the ledger first
-and skips what was delivered. The narrow window between a send and its ledger write is covered by
-the destination itself: the same ``Idempotency-Key`` (and broadcast ``id``) is sent again.
+and skips what was delivered. A delivery's entry is written with the outcome of its batch, in the
+same transaction; the window between a send and that write is covered by the destination itself:
+the same ``Idempotency-Key`` (and broadcast ``id``) is sent again.
 """
 
 from __future__ import annotations
@@ -25,20 +26,14 @@ class Ledger:
     def _key(request_key: str) -> str:
         return f"mb:ledger:{request_key}"
 
-    def queue_lookup(self, pipe: Pipeline, request_keys: list[str]) -> None:
-        """Add the lookup of ``request_keys`` to a pipeline; read its result with ``parse_lookup``."""
-        pipe.mget([self._key(key) for key in request_keys] or ["mb:ledger:"])
-
-    @staticmethod
-    def parse_lookup(request_keys: list[str], values: list[bytes | None]) -> dict[str, dict[str, Any]]:
-        """The ledger entries of those keys that were delivered."""
-        return {key: json.loads(value) for key, value in zip(request_keys, values, strict=False) if value}
-
     async def delivered(self, request_keys: list[str]) -> dict[str, dict[str, Any]]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            self.queue_lookup(pipe, request_keys)
-            [values] = await pipe.execute()
-        return self.parse_lookup(request_keys, values)
+        """The ledger entries of those keys that were delivered."""
+        if not request_keys:
+            return {}
+        values = await self._redis.mget([self._key(key) for key in request_keys])
+        return {key: json.loads(value) for key, value in zip(request_keys, values, strict=True) if value}
 
-    async def record(self, request_key: str, entry: dict[str, Any]) -> None:
-        await self._redis.set(self._key(request_key), json.dumps(entry, separators=(",", ":")), ex=self._ttl)
+    def queue_record(self, pipe: Pipeline, entries: dict[str, dict[str, Any]]) -> None:
+        """Add the writes of ``request key -> entry`` to a pipeline."""
+        for request_key, entry in entries.items():
+            pipe.set(self._key(request_key), json.dumps(entry, separators=(",", ":")), ex=self._ttl)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Coroutine
 from typing import Any, ClassVar
 
 import aiohttp
@@ -20,13 +21,13 @@ from arq.connections import RedisSettings
 from arq.worker import func, get_kwargs
 from redis.exceptions import RedisError
 
-from bridge.queue import QUEUE_NAME, deserialize_job, serialize_job
+from bridge.queue import DELIVER_JOB_PREFIX, QUEUE_NAME, deserialize_job, serialize_job
 from bridge.stats import Stats
-from bridge.store import EventStore
+from bridge.store import EventStore, now_ms
 from config.rules import load_rules
 from config.settings import Settings, load_settings
-from workers.claim import JobClaimer
-from workers.jobs import WorkerDeps, deliver_event
+from workers.claim import ClaimedJob, JobClaimer, queue_settle
+from workers.jobs import Batch, EventRun, WorkerDeps, crashed, deliver_batch, deliver_event, queue_outcomes
 from workers.ledger import Ledger
 from workers.poller import POLLER_CTX_KEY, MagnifyPoller, magnify_cron_jobs
 from workers.senders import Senders, build_senders
@@ -101,8 +102,9 @@ class WorkerSettings:
 
 
 class ResilientWorker(Worker):
-    """arq's worker, kept alive through a Redis outage instead of exiting on the first error, and
-    starting jobs in batches."""
+    """arq's worker, kept alive through a Redis outage instead of exiting on the first error,
+    claiming jobs in batches and running the delivery jobs of a claim as one batch
+    (``workers.jobs.deliver_batch``)."""
 
     _claimer: JobClaimer | None = None
 
@@ -123,19 +125,68 @@ class ResilientWorker(Worker):
         await super().close()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """Claim as many due jobs as there are free slots in one round trip (see ``workers.claim``)."""
+        """Claim as many due jobs as there are free slots in one round trip (see ``workers.claim``);
+        delivery jobs run together as one batch, any other job (cron) as arq runs it."""
         free = self.max_jobs - self.job_counter
         if free <= 0:
             return
         if self._claimer is None:
-            self._claimer = JobClaimer(self.pool, self.queue_name, int(self.in_progress_timeout_s * 1000))
+            self._claimer = JobClaimer(
+                self.pool, self.queue_name, int(self.in_progress_timeout_s * 1000), counted_prefix=DELIVER_JOB_PREFIX
+            )
         candidates = [job_id.decode() for job_id in job_ids if job_id.decode() not in self.tasks]
-        for job_id, score in await self._claimer.claim(candidates, free):
-            await self.sem.acquire()
-            self.job_counter += 1
-            task = self.loop.create_task(self.run_job(job_id, score))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+        claimed = await self._claimer.claim(candidates, free)
+        deliveries = [job for job in claimed if job.job_try]
+        for job in claimed:
+            if not job.job_try:
+                await self._start(self.run_job(job.job_id, job.score), [job.job_id])
+        if deliveries:
+            await self._start(self._run_deliveries(deliveries), [job.job_id for job in deliveries])
+
+    async def _start(self, work: Coroutine[Any, Any, None], job_ids: list[str]) -> None:
+        """Run ``work`` as the task of ``job_ids``, holding one of ``max_jobs`` slots for each."""
+        for _ in job_ids:
+            await self.sem.acquire()  # never waits: no more jobs are claimed than there are free slots
+        self.job_counter += len(job_ids)
+        task = self.loop.create_task(work)
+
+        def release(_: asyncio.Task[None]) -> None:
+            for _job_id in job_ids:
+                self._release_sem_dec_counter_on_complete()
+
+        task.add_done_callback(release)
+        for job_id in job_ids:
             self.tasks[job_id] = task
+
+    async def _run_deliveries(self, jobs: list[ClaimedJob]) -> None:
+        deps: WorkerDeps = self.ctx["deps"]
+        runs = [EventRun(job.job_id.removeprefix(DELIVER_JOB_PREFIX), job.job_try) for job in jobs]
+        batch = Batch()
+        try:
+            await deliver_batch(deps, runs, batch)
+        except Exception as exc:  # Redis failed us, or a bug: each run not decided retries with backoff
+            _log.exception("delivery batch crashed", events=len(runs))
+            for run in runs:
+                if run.status == "queued":
+                    crashed(deps.settings, run, exc)
+        finally:
+            await asyncio.shield(self._settle(deps, jobs, runs, batch))
+
+    async def _settle(self, deps: WorkerDeps, jobs: list[ClaimedJob], runs: list[EventRun], batch: Batch) -> None:
+        """One transaction: the runs' outcomes and the queue's bookkeeping of their jobs."""
+        settled = [(job.job_id, run.retry_in, run.job_done) for job, run in zip(jobs, runs, strict=True)]
+        try:
+            async with self.pool.pipeline(transaction=True) as pipe:
+                queue_outcomes(deps, pipe, runs, batch)
+                queue_settle(pipe, self.queue_name, settled, now_ms())
+                await pipe.execute()
+        except RedisError as exc:
+            # The claims lapse and the jobs run again; the destinations' idempotency covers repeats.
+            _log.error("could not record a delivery batch", events=len(runs), error=str(exc))
+            return
+        done = sum(1 for _, _, is_done in settled if is_done)
+        self.jobs_complete += done
+        self.jobs_retried += len(settled) - done
 
 
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
