@@ -218,7 +218,7 @@ class Bench:
         sim_post(self.magicbell, "/_sim/faults", {"latency_ms": latency_ms})
         sim_post(self.magnews, "/_sim/faults", {"latency_ms": latency_ms})
         asyncio.run(preload(self.redis.url, envelopes))
-        env = self.bridge_env(MAGBRIDGE_WORKER_MAX_JOBS="200" if latency_ms else "100")
+        env = self.bridge_env()
         with process([PY, "-m", "bridge.cli", "worker"], env, "magbridge worker", self.peaks):
             wait_finished(self.client(), len(envelopes), timeout=300)
         base = self.magicbell if path == "/broadcasts" else self.magnews

@@ -2,9 +2,9 @@
 
 Under load many coroutines reach the same Redis script in the same loop iteration (webhook requests
 storing events, deliveries asking a destination's gate for a slot). ``Coalescer.submit`` queues one
-item and waits; on the next iteration, or as soon as ``max_weight`` is queued, one ``flush`` call
-serves every queued item and each caller gets its own result. A failed flush fails every caller in
-it. A lone call waits for nothing but the end of the current iteration.
+item and waits; on the next iteration (or ``window`` seconds after the first item, for calls that
+can wait a little to share more), or as soon as ``max_weight`` is queued, one ``flush`` call serves
+every queued item and each caller gets its own result. A failed flush fails every caller in it.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ class Coalescer(Generic[T, R]):
         *,
         max_weight: int = 500,
         weight: Callable[[T], int] = lambda _: 1,
+        window: float = 0.0,
     ):
         self._flush_items = flush
+        self._window = window
         self._max_weight = max_weight
         self._weight = weight
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
@@ -39,7 +41,10 @@ class Coalescer(Generic[T, R]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         if not self._pending:
-            loop.call_soon(self._flush)
+            if self._window:
+                loop.call_later(self._window, self._flush)
+            else:
+                loop.call_soon(self._flush)
         self._pending.append((item, future))
         self._queued_weight += self._weight(item)
         if self._queued_weight >= self._max_weight:

@@ -26,17 +26,19 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import orjson
 import redis.asyncio as aioredis
+from arq.constants import in_progress_key_prefix, retry_key_prefix
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 
 from bridge.events import Envelope, canonical_json
 from bridge.labels import event_type_label
-from bridge.queue import JOB_KEY_PREFIX, QUEUE_NAME, deliver_job_id, deliver_job_record
+from bridge.queue import DELIVER_JOB_PREFIX, JOB_KEY_PREFIX, QUEUE_NAME, deliver_job_id, deliver_job_record
 from bridge.stats import series_name
 from config.errors import StoreUnavailable
 
-__all__ = ["EVENT_STATUSES", "EventStore", "ReplayOutcome", "StoredEvent", "event_key", "now_ms"]
+__all__ = ["EVENT_STATUSES", "EventStore", "ReplayOutcome", "RunOutcome", "StoredEvent", "event_key", "now_ms"]
 
 EVENT_STATUSES = ("queued", "delivering", "retrying", "delivered", "failed", "ignored")
 _EVENTS_INDEX = "mb:events"
@@ -121,6 +123,58 @@ end
 return runs
 """
 
+# Record the outcomes of a batch of delivery runs, and the queue's bookkeeping of their jobs when
+# ARGV[4] names the queue (the worker ran them itself; arq's own ``run_job`` does it otherwise).
+# ARGV: now_ms, retention_ms, ledger TTL (s), queue or '', count of ledger entries, then key and
+# entry of each, then per run: event id, status, error, job ('done' | 'retry' | 'again' | 'gone'),
+# retry at (ms), count of action records, then key and record of each.
+_SETTLE_LUA = f"""
+local now = ARGV[1]
+local retention = ARGV[2]
+local queue = ARGV[4]
+local i = 6
+for _ = 1, tonumber(ARGV[5]) do
+  redis.call('SET', ARGV[i], ARGV[i + 1], 'EX', ARGV[3])
+  i = i + 2
+end
+while i <= #ARGV do
+  local id, status, err, job, retry_at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local count = tonumber(ARGV[i + 5])
+  i = i + 6
+  local event, actions, job_id = 'mb:event:' .. id, 'mb:actions:' .. id, '{DELIVER_JOB_PREFIX}' .. id
+  if count > 0 then
+    redis.call('HSET', actions, unpack(ARGV, i, i + 2 * count - 1))
+    i = i + 2 * count
+  end
+  if job == 'done' then
+    redis.call('HSET', event, 'status', status, 'updated_at', now, 'error', err)
+    redis.call('ZREM', '{_PENDING_INDEX}', id)
+    if status == 'failed' then
+      redis.call('ZADD', '{_DEAD_INDEX}', now, id)
+      redis.call('PERSIST', event)
+      redis.call('PERSIST', actions)
+    else
+      redis.call('ZREM', '{_DEAD_INDEX}', id)
+      redis.call('PEXPIRE', event, retention)
+      redis.call('PEXPIRE', actions, retention)
+    end
+    redis.call('HINCRBY', '{_STATS}', 'events_finished|status=' .. status, 1)
+  elseif job ~= 'gone' then
+    redis.call('HSET', event, 'status', status, 'updated_at', now)
+    if count > 0 then redis.call('PEXPIRE', actions, retention) end
+  end
+  if queue ~= '' then
+    if job == 'retry' then redis.call('ZADD', queue, retry_at, job_id) end
+    if job == 'done' or job == 'gone' then
+      redis.call('ZREM', queue, job_id)
+      redis.call('DEL', '{JOB_KEY_PREFIX}' .. job_id, '{retry_key_prefix}' .. job_id)
+    end
+    redis.call('DEL', '{in_progress_key_prefix}' .. job_id)
+  end
+end
+return 1
+"""
+
 # One page of a sorted set, newest first, after a cursor (member and score of the last one seen).
 # KEYS[1]: the zset; ARGV: max, min, count, after member ('' for the first page), after score.
 # The cursor's own rank keeps ties in order; if that member is gone, its score is the boundary.
@@ -158,6 +212,19 @@ def event_key(event_id: str) -> str:
 
 def _actions_key(event_id: str) -> str:
     return f"mb:actions:{event_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """What a delivery run came to. ``job``: ``done`` (``status`` is final), ``retry`` (due again at
+    ``retry_at_ms``), ``again`` (interrupted: runs again as queued), ``gone`` (the event expired)."""
+
+    event_id: str
+    status: str
+    job: str
+    error: str = ""
+    retry_at_ms: int = 0
+    actions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +317,7 @@ class EventStore:
         self._enqueue = redis.register_script(_ENQUEUE_LUA)
         self._page = redis.register_script(_PAGE_LUA)
         self._begin = redis.register_script(_BEGIN_LUA)
+        self._settle = redis.register_script(_SETTLE_LUA)
 
     async def ingest(self, envelopes: list[Envelope]) -> list[bool]:
         """Store, index and queue each envelope not seen before; ``True`` per envelope that was new."""
@@ -306,56 +374,31 @@ class EventStore:
             events.append(_stored_event(event_id, fields, actions))
         return events
 
-    # Writes of a delivery run. Each ``queue_*`` adds its commands to a caller's pipeline, so a job
-    # can record several actions and the outcome in one round trip; the async forms run one alone.
-
-    def queue_save_actions(
-        self, pipe: Pipeline, event_id: str, records: dict[str, dict[str, Any]], *, expire: bool = True
+    async def queue_settle(
+        self,
+        pipe: Pipeline,
+        outcomes: list[RunOutcome],
+        ledger: list[tuple[str, str]],
+        *,
+        ledger_ttl: int,
+        queue: str | None,
     ) -> None:
-        """``expire=False`` when ``queue_finish`` follows in the same pipeline (it sets the expiry)."""
-        if not records:
-            return
-        key = _actions_key(event_id)
-        pipe.hset(key, mapping={name: json.dumps(record, separators=(",", ":")) for name, record in records.items()})
-        if expire:
-            pipe.pexpire(key, self.retention_ms)
-
-    def queue_status(self, pipe: Pipeline, event_id: str, status: str) -> None:
-        pipe.hset(event_key(event_id), mapping={"status": status, "updated_at": now_ms()})
-
-    def queue_finish(self, pipe: Pipeline, outcomes: list[tuple[str, str, str]]) -> None:
-        """Record the outcome ``(event_id, status, error)`` of each event; a dead letter (``failed``),
-        and its actions, are kept until replayed, the others expire after the retention window."""
-        if not outcomes:
-            return
-        stamp = now_ms()
-        finished: dict[str, int] = {}
-        kept = []
-        for event_id, status, error in outcomes:
-            pipe.hset(event_key(event_id), mapping={"status": status, "updated_at": stamp, "error": error})
-            if status == "failed":
-                pipe.zadd(_DEAD_INDEX, {event_id: stamp})
-                pipe.persist(event_key(event_id))
-                pipe.persist(_actions_key(event_id))
-            else:
-                kept.append(event_id)
-                pipe.pexpire(event_key(event_id), self.retention_ms)
-                pipe.pexpire(_actions_key(event_id), self.retention_ms)
-            finished[status] = finished.get(status, 0) + 1
-        pipe.zrem(_PENDING_INDEX, *(event_id for event_id, _, _ in outcomes))
-        if kept:
-            pipe.zrem(_DEAD_INDEX, *kept)
-        for status, count in finished.items():
-            pipe.hincrby(_STATS, series_name("events_finished", {"status": status}), count)
+        """Add to ``pipe`` one script call that records every run's outcome (see ``RunOutcome``) and
+        writes the ledger entries ``(key, entry)``; with ``queue``, it also settles each run's job."""
+        args: list[str | int] = [now_ms(), self.retention_ms, ledger_ttl, queue or "", len(ledger)]
+        for key, entry in ledger:
+            args += [key, entry]
+        for outcome in outcomes:
+            args += [outcome.event_id, outcome.status, outcome.error, outcome.job, outcome.retry_at_ms]
+            args.append(len(outcome.actions))
+            for action_key, record in outcome.actions.items():
+                args += [action_key, orjson.dumps(record).decode()]
+        await self._settle(args=args, client=pipe)  # queued in the pipeline, sent with it
 
     async def finish(self, event_id: str, status: str, *, error: str = "") -> None:
+        """Give an event its final status outside a delivery run."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            self.queue_finish(pipe, [(event_id, status, error)])
-            await pipe.execute()
-
-    async def set_status(self, event_id: str, status: str) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            self.queue_status(pipe, event_id, status)
+            await self.queue_settle(pipe, [RunOutcome(event_id, status, "done", error)], [], ledger_ttl=1, queue=None)
             await pipe.execute()
 
     async def stats(self) -> dict[str, int]:

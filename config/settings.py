@@ -88,7 +88,10 @@ class Settings(BaseSettings):
     webhook_read_timeout_seconds: float = Field(30, gt=0)
     http_header_timeout_seconds: float = Field(15, gt=0)
     http_timeout_seconds: float = Field(10, gt=0)
-    worker_max_jobs: int = Field(50, ge=1)
+    # Events in flight per worker, and how many of them one claim takes and one transaction records:
+    # two batches or more overlap, so one waits on Redis or the network while another computes.
+    worker_max_jobs: int = Field(200, ge=1)
+    worker_batch_size: int = Field(100, ge=1, le=1000)
     retry_base_seconds: float = Field(1, gt=0)
     retry_cap_seconds: float = Field(300, gt=0)
     retry_max_attempts: int = Field(8, ge=1)
@@ -102,7 +105,7 @@ class Settings(BaseSettings):
     breaker_cooldown_seconds: float = Field(30, gt=0)
     limiter_max_wait_seconds: float = Field(1, ge=0)
     magnews_batch_size: int = Field(500, ge=1, le=1000)
-    magnews_batch_wait_ms: float = Field(20, ge=0)
+    magnews_batch_wait_ms: float = Field(0, ge=0)
     sweep_after_seconds: float = Field(600, gt=0)
 
     @field_validator("magicbell_recipients", mode="before")

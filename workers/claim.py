@@ -7,8 +7,8 @@ at once and with the same keys, so workers using it and plain arq workers still 
 a job is claimed only if it is due and no in-progress key exists, and claiming sets that key.
 
 Delivery jobs are run by the worker in batches rather than by arq's ``run_job``, so the script also
-counts their try in arq's retry key, as ``run_job`` would (``job_try``), and ``queue_settle`` does
-what arq's ``finish_job`` would once they ran.
+counts their try in arq's retry key, as ``run_job`` would (``job_try``); the batch's closing
+script (``EventStore.queue_settle``) does what arq's ``finish_job`` would.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
-from redis.asyncio.client import Pipeline
+from arq.constants import in_progress_key_prefix, retry_key_prefix
 
-__all__ = ["ClaimedJob", "JobClaimer", "queue_settle"]
+__all__ = ["ClaimedJob", "JobClaimer"]
 
 # ARGV: queue name, in-progress TTL (ms), most to claim, prefix of the jobs whose try to count, job ids.
 # Returns, flattened, id, score and try (0 where not counted) of each claimed job.
@@ -75,20 +74,3 @@ class JobClaimer:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def queue_settle(pipe: Pipeline, queue_name: str, settled: list[tuple[str, float | None, bool]], now_ms: int) -> None:
-    """Add arq's bookkeeping for jobs the worker ran itself, as ``(job_id, retry_in, done)``: a done
-    job leaves the queue with its record and try count; one to retry is due again ``retry_in``
-    seconds from now; any other (interrupted) stays as queued. Every claim is released."""
-    done = [job_id for job_id, _, is_done in settled if is_done]
-    retries = {job_id: now_ms + int(retry_in * 1000) for job_id, retry_in, _ in settled if retry_in is not None}
-    if retries:
-        pipe.zadd(queue_name, retries)
-    if done:
-        pipe.zrem(queue_name, *done)
-    pipe.delete(
-        *(in_progress_key_prefix + job_id for job_id, _, _ in settled),
-        *(retry_key_prefix + job_id for job_id in done),
-        *(job_key_prefix + job_id for job_id in done),
-    )

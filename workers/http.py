@@ -15,6 +15,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
+import orjson
 
 from config.errors import PermanentDeliveryError, TransientDeliveryError
 
@@ -78,8 +79,8 @@ async def call_api(
     if status >= 400:
         raise PermanentDeliveryError(f"{api}: HTTP {status}", status=status, body=kept)
     try:
-        body = json.loads(text) if text else None
-    except json.JSONDecodeError:
+        body = orjson.loads(text) if text else None
+    except orjson.JSONDecodeError:
         body = None
     return ApiResponse(status=status, body=body, text=kept, headers=response_headers)
 

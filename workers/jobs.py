@@ -29,7 +29,7 @@ from redis.asyncio.client import Pipeline
 
 from bridge.queue import deliver_job_id
 from bridge.stats import Stats, StatsBuffer
-from bridge.store import EventStore, StoredEvent
+from bridge.store import EventStore, RunOutcome, StoredEvent, now_ms
 from config.rules import RuleSet
 from config.settings import Settings
 from workers.delivery import DeliveryContext, Sender, deliver_action, new_record
@@ -103,7 +103,7 @@ async def deliver_event(ctx: dict[str, Any], event_id: str) -> str:
 
 async def _write_outcomes(deps: WorkerDeps, runs: list[EventRun], batch: Batch) -> None:
     async with deps.store.redis.pipeline(transaction=True) as pipe:
-        queue_outcomes(deps, pipe, runs, batch)
+        await queue_outcomes(deps, pipe, runs, batch)
         await pipe.execute()
 
 
@@ -188,21 +188,22 @@ def crashed(settings: Settings, run: EventRun, exc: Exception) -> None:
         run.error = f"internal error after {run.job_try} tries: {type(exc).__name__}: {exc}"
 
 
-def queue_outcomes(deps: WorkerDeps, pipe: Pipeline, runs: list[EventRun], batch: Batch) -> None:
+async def queue_outcomes(
+    deps: WorkerDeps, pipe: Pipeline, runs: list[EventRun], batch: Batch, *, queue: str | None = None
+) -> None:
     """Add to ``pipe`` every write the runs call for: action records, statuses, outcomes, the new
-    ledger entries and the counters. Interrupted runs (``queued``) say so."""
-    finished: list[tuple[str, str, str]] = []
+    ledger entries and the counters; with ``queue``, the bookkeeping of their jobs too."""
+    outcomes = []
     for run in runs:
         if run.event is None:
+            outcomes.append(RunOutcome(run.event_id, run.status, "gone"))
             continue
+        job = "done" if run.job_done else "again" if run.retry_in is None else "retry"
+        retry_at = now_ms() + int((run.retry_in or 0) * 1000)
         records = {action.key: run.event.actions[action.key] for action in run.changed}
-        deps.store.queue_save_actions(pipe, run.event_id, records, expire=not run.job_done)
-        if run.job_done:
-            finished.append((run.event_id, run.status, run.error))
-        else:
-            deps.store.queue_status(pipe, run.event_id, run.status)
-    deps.store.queue_finish(pipe, finished)
-    deps.ledger.queue_record(pipe, batch.recorded)
+        outcomes.append(RunOutcome(run.event_id, run.status, job, run.error, retry_at, records))
+    ledger = deps.ledger.entries(batch.recorded)
+    await deps.store.queue_settle(pipe, outcomes, ledger, ledger_ttl=deps.ledger.ttl_seconds, queue=queue)
     batch.stats.queue(pipe)
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 
 __all__ = ["Ledger"]
 
@@ -20,7 +20,7 @@ __all__ = ["Ledger"]
 class Ledger:
     def __init__(self, redis: aioredis.Redis, *, ttl_seconds: int):
         self._redis = redis
-        self._ttl = ttl_seconds
+        self.ttl_seconds = ttl_seconds
 
     @staticmethod
     def _key(request_key: str) -> str:
@@ -33,7 +33,6 @@ class Ledger:
         values = await self._redis.mget([self._key(key) for key in request_keys])
         return {key: json.loads(value) for key, value in zip(request_keys, values, strict=True) if value}
 
-    def queue_record(self, pipe: Pipeline, entries: dict[str, dict[str, Any]]) -> None:
-        """Add the writes of ``request key -> entry`` to a pipeline."""
-        for request_key, entry in entries.items():
-            pipe.set(self._key(request_key), json.dumps(entry, separators=(",", ":")), ex=self._ttl)
+    def entries(self, recorded: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+        """``request key -> entry`` as the Redis keys and values to write (``EventStore.queue_settle``)."""
+        return [(self._key(key), orjson.dumps(entry).decode()) for key, entry in recorded.items()]

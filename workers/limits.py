@@ -127,7 +127,8 @@ class DestinationGate:
         self._admit_script = redis.register_script(_ADMIT_LUA)
         self._complete_script = redis.register_script(_COMPLETE_LUA)
         self._admissions: Coalescer[str, tuple[int, int, str]] = Coalescer(self._admit_many)
-        self._completions: Coalescer[tuple[str, str], bool] = Coalescer(self._complete_many)
+        # Answers arrive spread out; a completion waits up to 2 ms to share its call with others.
+        self._completions: Coalescer[tuple[str, str], bool] = Coalescer(self._complete_many, window=0.002)
 
     async def _admit_many(self, tokens: list[str]) -> list[tuple[int, int, str]]:
         limits = self.limits

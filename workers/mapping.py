@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 
 from bridge.store import StoredEvent
-from config.rules import BroadcastSpec, CompiledRule, MergeSpec, RuleSet
+from config.rules import BroadcastSpec, CompiledRule, MergeSpec, RuleSet, RuleTemplate
 
 __all__ = ["BROADCAST_ID_NAMESPACE", "PlannedAction", "Request", "action_key", "plan_actions"]
 
@@ -61,9 +61,10 @@ def action_key(event_id: str, rule: str, index: int, generation: int) -> str:
     return hashlib.sha256(f"{event_id}\n{rule}\n{index}\n{generation}".encode()).hexdigest()
 
 
-def _context(event: StoredEvent, extra: dict[str, Any]) -> dict[str, Any]:
+def _context(event: StoredEvent, rules: RuleSet, extra: dict[str, Any]) -> dict[str, Any]:
     data = event.payload.get("data") if event.source == "magnews" else event.payload
     return {
+        **rules.template_globals,
         "event": {
             "id": event.id,
             "source": event.source,
@@ -77,18 +78,18 @@ def _context(event: StoredEvent, extra: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _render(templates: dict[str, jinja2.Template], field: str, context: dict[str, Any]) -> str:
+def _render(templates: dict[str, RuleTemplate], field: str, context: dict[str, Any]) -> str:
     try:
         return templates[field].render(context).strip()
     except jinja2.TemplateError as exc:
         raise _RenderError(f"{field}: {exc}") from exc
 
 
-def _optional(templates: dict[str, jinja2.Template], field: str, context: dict[str, Any]) -> str | None:
+def _optional(templates: dict[str, RuleTemplate], field: str, context: dict[str, Any]) -> str | None:
     return _render(templates, field, context) or None if field in templates else None
 
 
-def _recipients(spec: BroadcastSpec, templates: dict[str, jinja2.Template], context: dict[str, Any]) -> list[str]:
+def _recipients(spec: BroadcastSpec, templates: dict[str, RuleTemplate], context: dict[str, Any]) -> list[str]:
     addresses: list[str] = []
     for index in range(len(spec.recipients)):
         for part in _render(templates, f"recipients.{index}", context).split(","):
@@ -120,7 +121,7 @@ def _check_limits(broadcast: dict[str, Any]) -> None:
 
 
 def _broadcast_requests(
-    spec: BroadcastSpec, templates: dict[str, jinja2.Template], context: dict[str, Any], key: str, rule: str
+    spec: BroadcastSpec, templates: dict[str, RuleTemplate], context: dict[str, Any], key: str, rule: str
 ) -> tuple[Request, ...]:
     recipients = _recipients(spec, templates, context)
     base: dict[str, Any] = {
@@ -149,7 +150,7 @@ def _broadcast_requests(
 
 
 def _merge_requests(
-    spec: MergeSpec, templates: dict[str, jinja2.Template], context: dict[str, Any], key: str
+    spec: MergeSpec, templates: dict[str, RuleTemplate], context: dict[str, Any], key: str
 ) -> tuple[Request, ...]:
     database = _render(templates, "database", context)
     if not database.isdigit() or int(database) < 1:
@@ -180,7 +181,7 @@ def _plan(rule: CompiledRule, index: int, event: StoredEvent, context: dict[str,
 
 def plan_actions(rules: RuleSet, event: StoredEvent, extra_context: dict[str, Any]) -> list[PlannedAction]:
     """Every action of every rule matching the event, rendered, in rule-file order."""
-    context = _context(event, extra_context)
+    context = _context(event, rules, extra_context)
     return [
         _plan(rule, index, event, context)
         for rule in rules.matching(event.source, event.type)
