@@ -8,7 +8,8 @@ Starts a private Redis (AOF everysec, noeviction), the simulators (``magbridge s
 
 - ingest: events/s and p50/p99 of ``POST /webhooks/magnews``, next to a bare aiohttp handler;
 - delivery: events/s from queued to acknowledged by the MagicBell simulator, at 0 and 50 ms
-  simulated latency, and Magnews contacts merged per second;
+  simulated latency, next to a bare aiohttp client posting to the same simulator, and Magnews
+  contacts merged per second;
 - end-to-end latency (receipt to delivery) at a steady 1,000 events/s;
 - peak RSS of each process and Redis memory per retained event;
 - the naive baseline (one arq job per event, ``enqueue_job`` per request, arq defaults).
@@ -213,6 +214,16 @@ class Bench:
         self.results["redis_bytes_per_event"] = (used_after - used_before) / max(stored, 1)
         self.results["ingest_ratio"] = result["rps"] / self.results["ingest_bare"]["rps"]
 
+    def bare_client(self) -> None:
+        """What one bare aiohttp process can post to this simulator here: the delivery yardstick."""
+        self.reset()
+        sim_post(self.magicbell, "/_sim/faults", {"latency_ms": 0})
+        out = subprocess.run(
+            [PY, "benchmarks/bare_client.py", self.magicbell, str(self.seconds)],
+            capture_output=True, text=True, check=True, timeout=self.seconds + 60, cwd=ROOT,
+        ).stdout  # fmt: skip
+        self.results["delivery_bare_client"] = json.loads(out)
+
     def deliver(self, label: str, latency_ms: float, envelopes: list[Envelope], path: str) -> None:
         self.reset()
         sim_post(self.magicbell, "/_sim/faults", {"latency_ms": latency_ms})
@@ -283,6 +294,7 @@ class Bench:
             with process(sim_args, _env(), "simulators", self.peaks):
                 _wait_http(f"{self.magicbell}/_sim/state")
                 self.ingest()
+                self.bare_client()
                 broadcasts = [_broadcast_event(n) for n in range(self.events)]
                 self.deliver("delivery_0ms", 0, broadcasts, "/broadcasts")
                 self.deliver("delivery_50ms", 50, [_broadcast_event(n, "l") for n in range(self.events)], "/broadcasts")
@@ -355,8 +367,11 @@ def table(results: dict[str, Any]) -> str:
          f"{_latency(r['ingest_magbridge'])}; {r['ingest_ratio']:.0%} of bare"),
         ("ingest, naive (enqueue_job per request)", f"{r['ingest_naive']['rps']:,.0f} ev/s",
          _latency(r["ingest_naive"])),
+        ("delivery, bare aiohttp client (no bridge)", f"{r['delivery_bare_client']['per_second']:,.0f} req/s",
+         "the most one process posts to the simulator here"),
         ("delivery, 1 worker, 0 ms API latency", f"{r['delivery_0ms']['per_second']:,.0f} ev/s",
-         f"{r['delivery_0ms']['events']:,} broadcasts"),
+         f"{r['delivery_0ms']['events']:,} broadcasts; "
+         f"{r['delivery_0ms']['per_second'] / r['delivery_bare_client']['per_second']:.0%} of the bare client"),
         ("delivery, 1 worker, 50 ms API latency", f"{r['delivery_50ms']['per_second']:,.0f} ev/s",
          f"{r['delivery_50ms']['events']:,} broadcasts"),
         ("delivery, naive worker (arq defaults)", f"{r['delivery_naive']['per_second']:,.0f} ev/s",

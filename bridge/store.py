@@ -159,7 +159,9 @@ while i <= #ARGV do
       redis.call('PEXPIRE', actions, retention)
     end
     redis.call('HINCRBY', '{_STATS}', 'events_finished|status=' .. status, 1)
-  elseif job ~= 'gone' then
+  elseif job == 'gone' then
+    redis.call('ZREM', '{_PENDING_INDEX}', id)
+  else
     redis.call('HSET', event, 'status', status, 'updated_at', now)
     if count > 0 then redis.call('PEXPIRE', actions, retention) end
   end

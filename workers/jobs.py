@@ -95,6 +95,10 @@ async def deliver_event(ctx: dict[str, Any], event_id: str) -> str:
         # Shutdown handed the job back to the queue: say so instead of "delivering" forever.
         await asyncio.shield(_write_outcomes(deps, runs, batch))
         raise
+    except Exception as exc:  # Redis failed us, or a bug: retry with backoff, then dead-letter
+        _log.exception("delivery job crashed", event_id=event_id)
+        if runs[0].status == "queued":
+            crashed(deps.settings, runs[0], exc)
     await _write_outcomes(deps, runs, batch)
     if runs[0].retry_in is not None:
         raise Retry(defer=runs[0].retry_in)
