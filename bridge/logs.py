@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -35,9 +36,14 @@ def redact(text: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY.search(key))  # log keys are a small set: decided once each
+
+
 def _redact_value(key: str, value: Any) -> Any:
     if isinstance(value, str):
-        return "***" if value and _SECRET_KEY.search(key) else redact(value)
+        return "***" if value and _is_secret_key(key) else redact(value)
     if isinstance(value, dict):
         return {name: _redact_value(str(name), item) for name, item in value.items()}
     if isinstance(value, list | tuple):

@@ -124,7 +124,8 @@ return runs
 """
 
 # Record the outcomes of a batch of delivery runs, and the queue's bookkeeping of their jobs when
-# ARGV[4] names the queue (the worker ran them itself; arq's own ``run_job`` does it otherwise).
+# ARGV[4] names the queue (the worker ran them itself; arq's own ``run_job`` does it otherwise):
+# done jobs leave, the others are due again at their retry time or, interrupted, at once.
 # ARGV: now_ms, retention_ms, ledger TTL (s), queue or '', count of ledger entries, then key and
 # entry of each, then per run: event id, status, error, job ('done' | 'retry' | 'again' | 'gone'),
 # retry at (ms), count of action records, then key and record of each.
@@ -167,6 +168,7 @@ while i <= #ARGV do
   end
   if queue ~= '' then
     if job == 'retry' then redis.call('ZADD', queue, retry_at, job_id) end
+    if job == 'again' then redis.call('ZADD', queue, now, job_id) end  -- due at once, not at the claim's lapse
     if job == 'done' or job == 'gone' then
       redis.call('ZREM', queue, job_id)
       redis.call('DEL', '{JOB_KEY_PREFIX}' .. job_id, '{retry_key_prefix}' .. job_id)

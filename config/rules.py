@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,63}$"
+_KEPT_MATCHES = 4096
 _VARIABLE_PATH = re.compile(r"^\{\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\}\}$")  # {{ data.user.id }}
 _ACTION_KINDS = ("magicbell.broadcast", "magnews.merge")
 
@@ -146,9 +147,17 @@ class RuleSet:
     path: Path
     rules: tuple[CompiledRule, ...]
     template_globals: dict[str, Any] = field(default_factory=dict)
+    # Glob matching every rule for every event adds up; the answer per (source, type) is kept, for
+    # as many pairs as a real bridge sees (event types are not a closed set, so it is bounded).
+    _matches: dict[tuple[str, str], list[CompiledRule]] = field(default_factory=dict, compare=False, repr=False)
 
     def matching(self, source: str, event_type: str) -> list[CompiledRule]:
-        return [rule for rule in self.rules if rule.matches(source, event_type)]
+        found = self._matches.get((source, event_type))
+        if found is None:
+            found = [rule for rule in self.rules if rule.matches(source, event_type)]
+            if len(self._matches) < _KEPT_MATCHES:
+                self._matches[(source, event_type)] = found
+        return found
 
 
 def _template_fields(action: BroadcastSpec | MergeSpec) -> dict[str, str]:

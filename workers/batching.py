@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from workers.http import ApiResponse
 
@@ -47,7 +48,7 @@ class MergeBatcher:
         """Queue one merge for the next batch and wait for its own result."""
         database = int(options["iddatabase"])
         rest = {name: value for name, value in options.items() if name != "iddatabase"}
-        group = f"{database}:{json.dumps(rest, sort_keys=True)}"
+        group = f"{database}:{orjson.dumps(rest, option=orjson.OPT_SORT_KEYS).decode()}"
         pending = self._pending.get(group)
         if pending is None:
             pending = self._pending[group] = _Pending(database, rest)

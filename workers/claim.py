@@ -7,8 +7,9 @@ at once and with the same keys, so workers using it and plain arq workers still 
 a job is claimed only if it is due and no in-progress key exists, and claiming sets that key.
 
 Delivery jobs are run by the worker in batches rather than by arq's ``run_job``, so the script also
-counts their try in arq's retry key, as ``run_job`` would (``job_try``); the batch's closing
-script (``EventStore.queue_settle``) does what arq's ``finish_job`` would.
+counts their try in arq's retry key, as ``run_job`` would (``job_try``), and moves each claimed one
+out of the due window until its claim lapses; the batch's closing script
+(``EventStore.queue_settle``) does what arq's ``finish_job`` would.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ for i = 5, #ARGV do
     if string.sub(id, 1, #counted) == counted then
       try = redis.call('INCR', '{retry_key_prefix}' .. id)
       redis.call('EXPIRE', '{retry_key_prefix}' .. id, 88400)
+      -- Out of the due window while claimed, so polls read only jobs that can be claimed; due again
+      -- when the claim lapses, should this worker die with it.
+      redis.call('ZADD', queue, now + tonumber(ARGV[2]), id)
     end
     claimed[#claimed + 1] = id
     claimed[#claimed + 1] = score

@@ -82,6 +82,7 @@ class Batch:
     stats: StatsBuffer = field(default_factory=StatsBuffer)
     delivered: dict[str, dict[str, Any]] = field(default_factory=dict)
     recorded: dict[str, dict[str, Any]] = field(default_factory=dict)
+    log: Any = field(default_factory=lambda: _log.bind())
 
 
 async def deliver_event(ctx: dict[str, Any], event_id: str) -> str:
@@ -130,20 +131,25 @@ async def deliver_batch(deps: WorkerDeps, runs: list[EventRun], batch: Batch) ->
     active = [run for run in runs if run.planned and run.status == "queued"]
     keys = [request.key for run in active for action in run.planned for request in action.requests]
     batch.delivered.update(await deps.ledger.delivered(keys))
-    await asyncio.gather(*(_deliver_guarded(deps, run, batch) for run in active))
+    try:
+        async with asyncio.timeout(deps.settings.job_timeout_seconds):
+            await asyncio.gather(*(_deliver_guarded(deps, run, batch) for run in active))
+    except TimeoutError as exc:
+        for run in active:
+            if run.status == "queued":  # still running when the time was up
+                crashed(deps.settings, run, exc)
 
 
 async def _deliver_guarded(deps: WorkerDeps, run: EventRun, batch: Batch) -> None:
-    """One event's deliveries within the job timeout; a crash or a timeout becomes a retry."""
+    """One event's deliveries; a crash becomes a retry and leaves the others of the batch alone."""
     assert run.event is not None
     structlog.contextvars.bind_contextvars(
         event_id=run.event_id, job_id=deliver_job_id(run.event_id), source=run.event.source, type=run.event.type
     )
     try:
-        async with asyncio.timeout(deps.settings.job_timeout_seconds):
-            await _deliver(deps, run, run.event, batch)
+        await _deliver(deps, run, run.event, batch)
     except Exception as exc:
-        _log.exception("delivery run crashed", job_try=run.job_try)
+        batch.log.exception("delivery run crashed", job_try=run.job_try)
         crashed(deps.settings, run, exc)
 
 
@@ -154,6 +160,7 @@ async def _deliver(deps: WorkerDeps, run: EventRun, event: StoredEvent, batch: B
         recorded=batch.recorded,
         job_try=run.job_try,
         received_at_ms=event.received_at,
+        log=batch.log,
     )
     waits: list[float] = []
     for action in run.planned:

@@ -7,10 +7,10 @@ flow, in which a 401 drops the token and the call is tried once more with a fres
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import aiohttp
+import orjson
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
@@ -126,7 +126,7 @@ class MagnewsClient:
             )
         results: list[ApiResponse | Exception] = []
         for item in items:
-            text = json.dumps(item)[:2000]
+            text = orjson.dumps(item).decode()[:2000]
             if isinstance(item, dict) and item.get("ok") is True:
                 results.append(ApiResponse(status=response.status, body=item, text=text, headers={}))
             else:

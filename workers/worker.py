@@ -53,7 +53,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     # for a connection its gate admitted), plus the Magnify poll's; request bodies through orjson.
     per_host = max(settings.magicbell_max_concurrency, settings.magnews_max_concurrency)
     connector = aiohttp.TCPConnector(limit=2 * per_host + settings.magnify_concurrency, limit_per_host=per_host)
-    session = aiohttp.ClientSession(connector=connector, json_serialize=lambda value: orjson.dumps(value).decode())
+    session = aiohttp.ClientSession(
+        connector=connector,
+        json_serialize=lambda value: orjson.dumps(value).decode(),
+        cookie_jar=aiohttp.DummyCookieJar(),  # the APIs set no cookies; skip the jar's work per request
+    )
     senders = build_senders(ctx["redis"], session, settings)
     ctx["session"] = session
     ctx["senders"] = senders
@@ -208,9 +212,8 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
         "redis_settings": redis_settings(settings),
         "ctx": {"settings": settings},
         "max_jobs": settings.worker_max_jobs,
-        # Each poll reads this many due job ids: the oldest are this worker's own jobs in flight
-        # (still queued until settled), then at least one claim's worth of others.
-        "queue_read_limit": settings.worker_max_jobs + settings.worker_batch_size,
+        # Each poll reads this many due job ids (claimed ones are not due, see ``workers.claim``).
+        "queue_read_limit": settings.worker_batch_size,
         "cron_jobs": [*WorkerSettings.cron_jobs, *magnify_cron_jobs(settings)],
         "job_timeout": settings.job_timeout_seconds,
         "job_completion_wait": int(settings.job_timeout_seconds),
