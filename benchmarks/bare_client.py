@@ -3,8 +3,9 @@
     python benchmarks/bare_client.py BASE_URL SECONDS [CONCURRENCY]
 
 No Redis, no rules, no ledger: one request per broadcast as fast as ``CONCURRENCY`` loops can go,
-on a keep-alive pool. It prints ``{"per_second": ...}``: the most one process can deliver to this
-simulator on this machine, next to which the worker's rate is read.
+on a keep-alive pool. It prints ``{"per_second": ..., "cpu_ms_per_request": ...}``: the most one
+process can deliver to this simulator on this machine, and what one request costs it, next to which
+the worker's figures are read.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import aiohttp
 import uvloop
 
 
-async def post_for(base_url: str, seconds: float, concurrency: int) -> float:
+async def post_for(base_url: str, seconds: float, concurrency: int) -> dict[str, float]:
     sent = 0
     headers = {"Authorization": "Bearer sim-magicbell-token"}
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -38,15 +39,18 @@ async def post_for(base_url: str, seconds: float, concurrency: int) -> float:
                     response.raise_for_status()
                 sent += 1
 
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
         await asyncio.gather(*(loop() for _ in range(concurrency)))
-        return sent / (time.monotonic() - started)
+        return {
+            "per_second": sent / (time.monotonic() - started),
+            "cpu_ms_per_request": (time.process_time() - cpu) * 1000 / max(sent, 1),
+        }
 
 
 def main() -> None:
     base_url, seconds = sys.argv[1], float(sys.argv[2])
     concurrency = int(sys.argv[3]) if len(sys.argv) > 3 else 100
-    print(json.dumps({"per_second": uvloop.run(post_for(base_url, seconds, concurrency))}))
+    print(json.dumps(uvloop.run(post_for(base_url, seconds, concurrency))))
 
 
 if __name__ == "__main__":

@@ -77,6 +77,12 @@ def _wait_http(url: str, timeout: float = 20) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -109,6 +115,7 @@ def wrk(url: str, seconds: int, connections: int = 64) -> dict[str, float]:
     line = next(line for line in out.splitlines() if line.startswith("WRKJSON "))
     data = json.loads(line.removeprefix("WRKJSON "))
     return {
+        "requests": data["requests"],
         "rps": data["requests"] / (data["duration_us"] / 1e6),
         "p50_ms": data["p50_us"] / 1000,
         "p99_ms": data["p99_us"] / 1000,
@@ -198,16 +205,20 @@ class Bench:
 
     def ingest(self) -> None:
         port = free_port()
-        with process([PY, "benchmarks/bare_server.py", str(port)], _env(), "bare aiohttp", self.peaks):
+        with process([PY, "benchmarks/bare_server.py", str(port)], _env(), "bare aiohttp", self.peaks) as bare:
             time.sleep(1.0)  # the bare server has no GET route to poll
-            self.results["ingest_bare"] = wrk(f"http://127.0.0.1:{port}", self.seconds)
+            cpu = _cpu_seconds(bare.pid)
+            self.results["ingest_bare"] = result = wrk(f"http://127.0.0.1:{port}", self.seconds)
+            result["cpu_ms_per_request"] = (_cpu_seconds(bare.pid) - cpu) * 1000 / result["requests"]
         self.reset()
         port = free_port()
         env = self.bridge_env(MAGBRIDGE_PORT=str(port), MAGBRIDGE_HOST="127.0.0.1")
-        with process([PY, "-m", "bridge.cli", "web"], env, "magbridge web", self.peaks):
+        with process([PY, "-m", "bridge.cli", "web"], env, "magbridge web", self.peaks) as web:
             _wait_http(f"http://127.0.0.1:{port}/healthz")
             used_before = int(self.client().info("memory")["used_memory"])
+            cpu = _cpu_seconds(web.pid)
             self.results["ingest_magbridge"] = result = wrk(f"http://127.0.0.1:{port}", self.seconds)
+            result["cpu_ms_per_request"] = (_cpu_seconds(web.pid) - cpu) * 1000 / result["requests"]
             stored = int(self.client().zcard("mb:events"))
             used_after = int(self.client().info("memory")["used_memory"])
         result["stored"] = stored
@@ -228,10 +239,13 @@ class Bench:
         self.reset()
         sim_post(self.magicbell, "/_sim/faults", {"latency_ms": latency_ms})
         sim_post(self.magnews, "/_sim/faults", {"latency_ms": latency_ms})
-        asyncio.run(preload(self.redis.url, envelopes))
         env = self.bridge_env()
-        with process([PY, "-m", "bridge.cli", "worker"], env, "magbridge worker", self.peaks):
+        with process([PY, "-m", "bridge.cli", "worker"], env, "magbridge worker", self.peaks) as worker:
+            time.sleep(2.0)  # started and idle, so its CPU time from here on is the events' alone
+            cpu = _cpu_seconds(worker.pid)
+            asyncio.run(preload(self.redis.url, envelopes))
             wait_finished(self.client(), len(envelopes), timeout=300)
+            cpu_ms_per_event = (_cpu_seconds(worker.pid) - cpu) * 1000 / len(envelopes)
         base = self.magicbell if path == "/broadcasts" else self.magnews
         records = sim_records(base, path)
         if path == "/broadcasts":
@@ -240,7 +254,7 @@ class Bench:
             times = sorted(r["at"] for r in records if r["status"] == 200)
             contacts = sum(len(r["body"].get("contacts", [1])) for r in records if r["status"] == 200)
             rate = contacts / (times[-1] - times[0]) if len(times) > 1 else 0.0
-        self.results[label] = {"events": len(envelopes), "per_second": rate}
+        self.results[label] = {"events": len(envelopes), "per_second": rate, "cpu_ms_per_event": cpu_ms_per_event}
 
     def end_to_end(self, rate: int) -> None:
         self.reset()
@@ -362,22 +376,26 @@ def table(results: dict[str, Any]) -> str:
     r = results
     e2e = r["end_to_end_1000"]
     rows = [
-        ("ingest, bare aiohttp handler", f"{r['ingest_bare']['rps']:,.0f} req/s", _latency(r["ingest_bare"])),
+        ("ingest, bare aiohttp handler", f"{r['ingest_bare']['rps']:,.0f} req/s",
+         f"{_latency(r['ingest_bare'])}; {r['ingest_bare']['cpu_ms_per_request']:.2f} ms CPU per request"),
         ("ingest, magbridge web (stored + queued)", f"{r['ingest_magbridge']['rps']:,.0f} ev/s",
-         f"{_latency(r['ingest_magbridge'])}; {r['ingest_ratio']:.0%} of bare"),
+         f"{_latency(r['ingest_magbridge'])}; {r['ingest_ratio']:.0%} of bare; "
+         f"{r['ingest_magbridge']['cpu_ms_per_request']:.2f} ms CPU per request"),
         ("ingest, naive (enqueue_job per request)", f"{r['ingest_naive']['rps']:,.0f} ev/s",
          _latency(r["ingest_naive"])),
         ("delivery, bare aiohttp client (no bridge)", f"{r['delivery_bare_client']['per_second']:,.0f} req/s",
-         "the most one process posts to the simulator here"),
+         f"the most one process posts to the simulator here; "
+         f"{r['delivery_bare_client']['cpu_ms_per_request']:.2f} ms CPU per request"),
         ("delivery, 1 worker, 0 ms API latency", f"{r['delivery_0ms']['per_second']:,.0f} ev/s",
          f"{r['delivery_0ms']['events']:,} broadcasts; "
-         f"{r['delivery_0ms']['per_second'] / r['delivery_bare_client']['per_second']:.0%} of the bare client"),
+         f"{r['delivery_0ms']['per_second'] / r['delivery_bare_client']['per_second']:.0%} of the bare client; "
+         f"{r['delivery_0ms']['cpu_ms_per_event']:.2f} ms CPU per event"),
         ("delivery, 1 worker, 50 ms API latency", f"{r['delivery_50ms']['per_second']:,.0f} ev/s",
-         f"{r['delivery_50ms']['events']:,} broadcasts"),
+         f"{r['delivery_50ms']['events']:,} broadcasts; {r['delivery_50ms']['cpu_ms_per_event']:.2f} ms CPU per event"),
         ("delivery, naive worker (arq defaults)", f"{r['delivery_naive']['per_second']:,.0f} ev/s",
          f"{r['delivery_naive']['events']:,} broadcasts"),
         ("Magnews merges, 1 worker (batchmerge)", f"{r['magnews_merges']['per_second']:,.0f} contacts/s",
-         f"{r['magnews_merges']['events']:,} events"),
+         f"{r['magnews_merges']['events']:,} events; {r['magnews_merges']['cpu_ms_per_event']:.2f} ms CPU per event"),
         ("end to end at 1,000 ev/s", f"p50 {e2e['p50_ms']:.0f} ms",
          f"p99 {e2e['p99_ms']:.0f} ms, {e2e['events']:,} events"),
         ("end to end at 200 ev/s", f"p50 {r['end_to_end_200']['p50_ms']:.0f} ms",

@@ -10,13 +10,14 @@ from bridge.admin import admin_routes
 from bridge.connections import open_redis
 from bridge.health import healthz, readyz
 from bridge.ingest_batcher import IngestBatcher
+from bridge.json_bounds import JsonBounds
 from bridge.metrics import WEB_METRICS, WebMetrics, metrics_endpoint, metrics_middleware
 from bridge.openapi import openapi_json
 from bridge.problems import problem_middleware
 from bridge.state import INGEST, REDIS, SETTINGS, STORE
 from bridge.store import EventStore
 from bridge.webhook_guard import WEBHOOK_GUARD, WebhookGuard
-from bridge.webhooks import receive_magnews
+from bridge.webhooks import JSON_BOUNDS, receive_magnews
 from config.settings import Settings
 
 __all__ = ["create_app"]
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[WEBHOOK_GUARD] = WebhookGuard.from_settings(settings)
+    app[JSON_BOUNDS] = JsonBounds.from_settings(settings)
     app[WEB_METRICS] = WebMetrics()
     app.cleanup_ctx.append(_redis_ctx)
     app.router.add_post("/webhooks/magnews", receive_magnews)

@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 from aiohttp import web
 
@@ -15,9 +16,21 @@ from bridge.state import INGEST, SETTINGS
 from bridge.webhook_guard import WEBHOOK_GUARD
 from config.errors import RequestRejected
 
-__all__ = ["receive_magnews"]
+__all__ = ["JSON_BOUNDS", "receive_magnews"]
+
+# The webhook body's bounds, built once from the settings in ``create_app``.
+JSON_BOUNDS = web.AppKey("json_bounds", JsonBounds)
 
 _log = structlog.get_logger("magbridge.webhooks")
+
+
+def _too_large(limit: int) -> RequestRejected:
+    return RequestRejected(
+        413,
+        "Payload too large",
+        f"the body is larger than the limit of {limit} bytes",
+        errors=[{"field": "$", "message": f"at most {limit} bytes (MAGBRIDGE_WEBHOOK_MAX_BODY_BYTES)"}],
+    )
 
 
 async def _read_json(request: web.Request) -> Any:
@@ -30,20 +43,17 @@ async def _read_json(request: web.Request) -> Any:
         )
     settings = request.app[SETTINGS]
     limit = settings.webhook_max_body_bytes
-    too_large = RequestRejected(
-        413,
-        "Payload too large",
-        f"the body is larger than the limit of {limit} bytes",
-        errors=[{"field": "$", "message": f"at most {limit} bytes (MAGBRIDGE_WEBHOOK_MAX_BODY_BYTES)"}],
-    )
     if request.content_length is not None and request.content_length > limit:
-        raise too_large
+        raise _too_large(limit)
     try:
-        # A slow client holds a connection and a handler; it gets the read timeout, not forever.
-        async with asyncio.timeout(settings.webhook_read_timeout_seconds):
+        if request.content.is_eof():  # the whole body has arrived already (most webhooks): no wait
             raw = await request.read()
+        else:
+            # A slow client holds a connection and a handler; it gets the read timeout, not forever.
+            async with asyncio.timeout(settings.webhook_read_timeout_seconds):
+                raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise too_large from None
+        raise _too_large(limit) from None
     except web.RequestPayloadError as exc:  # a broken chunked or compressed body, or one cut short
         raise RequestRejected(
             400,
@@ -58,7 +68,7 @@ async def _read_json(request: web.Request) -> Any:
             f"the body did not arrive within {settings.webhook_read_timeout_seconds:g} seconds",
             errors=[{"field": "$", "message": "sent too slowly (MAGBRIDGE_WEBHOOK_READ_TIMEOUT_SECONDS)"}],
         ) from None
-    return decode_json(raw, JsonBounds.from_settings(settings))
+    return decode_json(raw, request.app[JSON_BOUNDS])
 
 
 async def receive_magnews(request: web.Request) -> web.Response:
@@ -85,5 +95,10 @@ async def receive_magnews(request: web.Request) -> web.Response:
             "accepted": accepted,
             "duplicates": len(fresh) - accepted,
             "event_ids": [envelope.id for envelope in envelopes],
-        }
+        },
+        dumps=_dumps,
     )
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
