@@ -17,7 +17,7 @@ from bridge.problems import problem_middleware
 from bridge.state import INGEST, REDIS, SETTINGS, STORE
 from bridge.store import EventStore
 from bridge.webhook_guard import WEBHOOK_GUARD, WebhookGuard
-from bridge.webhooks import JSON_BOUNDS, receive_magnews
+from bridge.webhooks import JSON_BOUNDS, WEBHOOK_LOG, bind_webhook_log, receive_magnews
 from config.settings import Settings
 
 __all__ = ["create_app"]
@@ -47,6 +47,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[WEBHOOK_GUARD] = WebhookGuard.from_settings(settings)
     app[JSON_BOUNDS] = JsonBounds.from_settings(settings)
+    app[WEBHOOK_LOG] = bind_webhook_log()
     app[WEB_METRICS] = WebMetrics()
     app.cleanup_ctx.append(_redis_ctx)
     app.router.add_post("/webhooks/magnews", receive_magnews)

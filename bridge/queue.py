@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 __all__ = [
     "DELIVER_FUNCTION",
     "DELIVER_JOB_PREFIX",
@@ -44,4 +46,5 @@ def deliver_job_id(event_id: str) -> str:
 
 def deliver_job_record(event_id: str, now_ms: int) -> str:
     """The record arq's worker reads (``arq.jobs.serialize_job`` layout) for ``deliver_event(event_id)``."""
-    return json.dumps({"t": None, "f": DELIVER_FUNCTION, "a": [event_id], "k": {}, "et": now_ms})
+    # Written for every event ingested: a template with the id as the only value to encode.
+    return f'{{"t":null,"f":"{DELIVER_FUNCTION}","a":[{orjson.dumps(event_id).decode()}],"k":{{}},"et":{now_ms}}}'

@@ -288,6 +288,13 @@ def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _payload_json(payload: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(payload).decode()  # several times faster than json for every event stored
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits, which JSON allows and orjson does not
+        return canonical_json(payload)
+
+
 def _stored_event(
     event_id: str, raw: dict[bytes, bytes] | dict[str, str], raw_actions: dict[bytes, bytes] | dict[str, str]
 ) -> StoredEvent | None:
@@ -333,7 +340,7 @@ class EventStore:
                 envelope.source,
                 envelope.type,
                 envelope.occurred_at,
-                canonical_json(envelope.payload),
+                _payload_json(envelope.payload),
                 deliver_job_record(envelope.id, stamp),
                 event_type_label(envelope.source, envelope.type),
             ]

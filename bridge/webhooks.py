@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
+from structlog.typing import FilteringBoundLogger
 
 from bridge.events import format_time, is_test_request, parse_magnews_body
 from bridge.json_bounds import JsonBounds, decode_json
@@ -16,12 +17,20 @@ from bridge.state import INGEST, SETTINGS
 from bridge.webhook_guard import WEBHOOK_GUARD
 from config.errors import RequestRejected
 
-__all__ = ["JSON_BOUNDS", "receive_magnews"]
+__all__ = ["JSON_BOUNDS", "WEBHOOK_LOG", "bind_webhook_log", "receive_magnews"]
 
 # The webhook body's bounds, built once from the settings in ``create_app``.
 JSON_BOUNDS = web.AppKey("json_bounds", JsonBounds)
 
-_log = structlog.get_logger("magbridge.webhooks")
+# Bound once per app (``bind_webhook_log``): the module-level proxy would build a logger for every
+# line, and this one writes a line per event received.
+WEBHOOK_LOG = web.AppKey("webhook_log", FilteringBoundLogger)
+
+
+def bind_webhook_log() -> FilteringBoundLogger:
+    """The receiver's logger, as logging is configured now."""
+    logger: FilteringBoundLogger = structlog.get_logger("magbridge.webhooks").bind()
+    return logger
 
 
 def _too_large(limit: int) -> RequestRejected:
@@ -75,15 +84,16 @@ async def receive_magnews(request: web.Request) -> web.Response:
     request.app[WEBHOOK_GUARD].check(request)
     body = await _read_json(request)
     if is_test_request(body):
-        _log.info("webhook test request")
+        request.app[WEBHOOK_LOG].info("webhook test request")
         return web.json_response({"accepted": 0, "duplicates": 0, "event_ids": [], "test": True})
     settings = request.app[SETTINGS]
     envelopes = parse_magnews_body(
         body, received_at=format_time(datetime.now(UTC)), max_events=settings.webhook_max_events
     )
     fresh = await request.app[INGEST].ingest(envelopes)
+    log = request.app[WEBHOOK_LOG]
     for envelope, is_new in zip(envelopes, fresh, strict=True):
-        _log.info(
+        log.info(
             "event received" if is_new else "event duplicate",
             event_id=envelope.id,
             source=envelope.source,
