@@ -19,6 +19,7 @@ from bridge.simulators.common import (
     bearer_authorizer,
     create_sim_app,
     iso_utc,
+    json_response,
     read_json,
     vendor_error,
 )
@@ -111,7 +112,7 @@ async def _create(request: web.Request) -> web.Response:
     broadcast = _new_broadcast(store, body)
     store.broadcasts[broadcast["id"].lower()] = broadcast
     store.side_effects += 1
-    return web.json_response(broadcast, status=201)
+    return json_response(broadcast, status=201)
 
 
 def _find(store: BroadcastStore, broadcast_id: str) -> dict[str, Any] | None:

@@ -29,6 +29,7 @@ from bridge.simulators.common import (
     control_error,
     create_sim_app,
     iso_utc,
+    json_response,
     read_json,
 )
 from bridge.simulators.magnews_contacts import ContactStore
@@ -174,7 +175,7 @@ async def _merge(request: web.Request) -> web.Response:
         return _bad_request(exc)
     result = backend.contacts.merge(iddatabase, values)
     _count_change(backend, result)
-    return web.json_response(result)
+    return json_response(result)
 
 
 def _batch_values(index: int, contact: Any) -> dict[str, Any]:
@@ -214,7 +215,7 @@ async def _batchmerge(request: web.Request) -> web.Response:
         result = backend.contacts.merge(iddatabase, values)
         _count_change(backend, result)
         results.append(result)
-    return web.json_response(results)
+    return json_response(results)
 
 
 async def _get_contact(request: web.Request) -> web.Response:
