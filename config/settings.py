@@ -89,8 +89,8 @@ class Settings(BaseSettings):
     http_header_timeout_seconds: float = Field(15, gt=0)
     http_timeout_seconds: float = Field(10, gt=0)
     # Events in flight per worker, and how many of them one claim takes and one transaction records:
-    # two batches or more overlap, so one waits on Redis or the network while another computes.
-    worker_max_jobs: int = Field(200, ge=1)
+    # several batches overlap, so some wait on Redis or the network while another computes.
+    worker_max_jobs: int = Field(400, ge=1)
     worker_batch_size: int = Field(100, ge=1, le=1000)
     retry_base_seconds: float = Field(1, gt=0)
     retry_cap_seconds: float = Field(300, gt=0)

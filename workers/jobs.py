@@ -37,7 +37,7 @@ from workers.ledger import Ledger
 from workers.mapping import PlannedAction, plan_actions
 from workers.retry import backoff_seconds
 
-__all__ = ["Batch", "EventRun", "WorkerDeps", "crashed", "deliver_batch", "deliver_event", "queue_outcomes"]
+__all__ = ["Batch", "EventRun", "WorkerDeps", "deliver_batch", "deliver_event", "queue_outcomes"]
 
 _log = structlog.get_logger("magbridge.jobs")
 _PENDING = ("retrying", "deferred")
@@ -92,15 +92,9 @@ async def deliver_event(ctx: dict[str, Any], event_id: str) -> str:
     runs = [EventRun(event_id, ctx.get("job_try", 1))]
     try:
         await deliver_batch(deps, runs, batch)
-    except asyncio.CancelledError:
-        # Shutdown handed the job back to the queue: say so instead of "delivering" forever.
+    finally:
+        # Cancelled by a shutdown, the run says "queued" instead of "delivering" forever.
         await asyncio.shield(_write_outcomes(deps, runs, batch))
-        raise
-    except Exception as exc:  # Redis failed us, or a bug: retry with backoff, then dead-letter
-        _log.exception("delivery job crashed", event_id=event_id)
-        if runs[0].status == "queued":
-            crashed(deps.settings, runs[0], exc)
-    await _write_outcomes(deps, runs, batch)
     if runs[0].retry_in is not None:
         raise Retry(defer=runs[0].retry_in)
     return runs[0].status
@@ -113,7 +107,20 @@ async def _write_outcomes(deps: WorkerDeps, runs: list[EventRun], batch: Batch) 
 
 
 async def deliver_batch(deps: WorkerDeps, runs: list[EventRun], batch: Batch) -> None:
-    """Run each event's delivery; every outcome is left on its ``EventRun`` for ``queue_outcomes``."""
+    """Run each event's delivery; every outcome is left on its ``EventRun`` for ``queue_outcomes``.
+
+    If the batch itself fails (Redis, a bug), each run not yet decided retries with backoff.
+    """
+    try:
+        await _deliver_batch(deps, runs, batch)
+    except Exception as exc:
+        batch.log.exception("delivery batch crashed", events=len(runs))
+        for run in runs:
+            if run.status == "queued":
+                _crashed(deps.settings, run, exc)
+
+
+async def _deliver_batch(deps: WorkerDeps, runs: list[EventRun], batch: Batch) -> None:
     events = await deps.store.begin_runs([run.event_id for run in runs])
     for run, event in zip(runs, events, strict=True):
         run.event = event
@@ -124,7 +131,7 @@ async def deliver_batch(deps: WorkerDeps, runs: list[EventRun], batch: Batch) ->
         try:
             run.planned = plan_actions(deps.rules, event, deps.template_context)
         except Exception as exc:  # a bug in planning must not stop the rest of the batch
-            crashed(deps.settings, run, exc)
+            _crashed(deps.settings, run, exc)
             continue
         if not run.planned:
             run.status = "ignored"
@@ -137,7 +144,7 @@ async def deliver_batch(deps: WorkerDeps, runs: list[EventRun], batch: Batch) ->
     except TimeoutError as exc:
         for run in active:
             if run.status == "queued":  # still running when the time was up
-                crashed(deps.settings, run, exc)
+                _crashed(deps.settings, run, exc)
 
 
 async def _deliver_guarded(deps: WorkerDeps, run: EventRun, batch: Batch) -> None:
@@ -150,7 +157,7 @@ async def _deliver_guarded(deps: WorkerDeps, run: EventRun, batch: Batch) -> Non
         await _deliver(deps, run, run.event, batch)
     except Exception as exc:
         batch.log.exception("delivery run crashed", job_try=run.job_try)
-        crashed(deps.settings, run, exc)
+        _crashed(deps.settings, run, exc)
 
 
 async def _deliver(deps: WorkerDeps, run: EventRun, event: StoredEvent, batch: Batch) -> None:
@@ -188,7 +195,7 @@ async def _deliver(deps: WorkerDeps, run: EventRun, event: StoredEvent, batch: B
         _log.warning("dead letter", action=record["key"], destination=record["destination"], error=record["last_error"])
 
 
-def crashed(settings: Settings, run: EventRun, exc: Exception) -> None:
+def _crashed(settings: Settings, run: EventRun, exc: Exception) -> None:
     """Retry like a transient failure, then dead-letter the event with the error."""
     if run.job_try < settings.retry_max_attempts:
         run.status = "retrying"

@@ -28,7 +28,7 @@ from bridge.store import EventStore
 from config.rules import load_rules
 from config.settings import Settings, load_settings
 from workers.claim import ClaimedJob, JobClaimer
-from workers.jobs import Batch, EventRun, WorkerDeps, crashed, deliver_batch, deliver_event, queue_outcomes
+from workers.jobs import Batch, EventRun, WorkerDeps, deliver_batch, deliver_event, queue_outcomes
 from workers.ledger import Ledger
 from workers.poller import POLLER_CTX_KEY, MagnifyPoller, magnify_cron_jobs
 from workers.senders import Senders, build_senders
@@ -182,15 +182,10 @@ class ResilientWorker(Worker):
         batch = Batch()
         try:
             await deliver_batch(deps, runs, batch)
-        except Exception as exc:  # Redis failed us, or a bug: each run not decided retries with backoff
-            _log.exception("delivery batch crashed", events=len(runs))
-            for run in runs:
-                if run.status == "queued":
-                    crashed(deps.settings, run, exc)
         finally:
-            await asyncio.shield(self._settle(deps, jobs, runs, batch))
+            await asyncio.shield(self._settle(deps, runs, batch))
 
-    async def _settle(self, deps: WorkerDeps, jobs: list[ClaimedJob], runs: list[EventRun], batch: Batch) -> None:
+    async def _settle(self, deps: WorkerDeps, runs: list[EventRun], batch: Batch) -> None:
         """One transaction: the runs' outcomes and the queue's bookkeeping of their jobs."""
         try:
             async with self.pool.pipeline(transaction=True) as pipe:
