@@ -38,6 +38,11 @@ class Coalescer(Generic[T, R]):
 
     async def submit(self, item: T) -> R:
         """``flush([..., item, ...])``'s result for ``item``."""
+        return await self.post(item)
+
+    def post(self, item: T) -> asyncio.Future[R]:
+        """Queue ``item`` now and return its result's future: the item is served even if the
+        caller stops waiting (a cancelled request must still release what it holds)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         if not self._pending:
@@ -49,7 +54,7 @@ class Coalescer(Generic[T, R]):
         self._queued_weight += self._weight(item)
         if self._queued_weight >= self._max_weight:
             self._flush()
-        return await future
+        return future
 
     def _flush(self) -> None:
         if not self._pending:

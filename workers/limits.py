@@ -20,6 +20,7 @@ to the other one. Time comes from Redis
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -127,6 +128,9 @@ class DestinationGate:
         self._admit_script = redis.register_script(_ADMIT_LUA)
         self._complete_script = redis.register_script(_COMPLETE_LUA)
         self._admissions: Coalescer[str, tuple[int, int, str]] = Coalescer(self._admit_many)
+        # Holder tokens: unique across processes by the prefix, and cheaper than a uuid per request.
+        self._token_prefix = uuid.uuid4().hex[:16] + ":"
+        self._tokens = itertools.count()
         # Answers arrive spread out; a completion waits up to 2 ms to share its call with others.
         self._completions: Coalescer[tuple[str, str], bool] = Coalescer(self._complete_many, window=0.002)
 
@@ -167,7 +171,7 @@ class DestinationGate:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Admit one request (or raise ``DeliveryDeferred``) and record how it went for the breaker."""
-        token = uuid.uuid4().hex
+        token = f"{self._token_prefix}{next(self._tokens)}"
         await self._acquire(token)
         outcome = "none"
         try:
@@ -180,8 +184,7 @@ class DestinationGate:
             outcome = "ok"  # a 4xx answer still proves the destination is up
             raise
         finally:
-            opened = await asyncio.shield(self._completions.submit((token, outcome)))
-            if opened:
+            if await self._completions.post((token, outcome)):  # queued even if we are cancelled
                 _log.warning("circuit opened", destination=self.destination, cooldown=self.limits.breaker_cooldown)
 
 
