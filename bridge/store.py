@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -389,10 +389,10 @@ class EventStore:
         self,
         pipe: Pipeline,
         outcomes: list[RunOutcome],
-        ledger: list[tuple[str, str]],
         *,
-        ledger_ttl: int,
         queue: str | None,
+        ledger: Sequence[tuple[str, str]] = (),
+        ledger_ttl: int = 0,
     ) -> None:
         """Add to ``pipe`` one script call that records every run's outcome (see ``RunOutcome``) and
         writes the ledger entries ``(key, entry)``; with ``queue``, it also settles each run's job."""
@@ -409,7 +409,7 @@ class EventStore:
     async def finish(self, event_id: str, status: str, *, error: str = "") -> None:
         """Give an event its final status outside a delivery run."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            await self.queue_settle(pipe, [RunOutcome(event_id, status, "done", error)], [], ledger_ttl=1, queue=None)
+            await self.queue_settle(pipe, [RunOutcome(event_id, status, "done", error)], queue=None)
             await pipe.execute()
 
     async def stats(self) -> dict[str, int]:

@@ -1,7 +1,7 @@
 """Deliver the planned actions of one event run, and record every attempt on the action.
 
 Each request is sent only if the ledger does not hold its key; success adds it to the ledger entries
-that the run's closing pipeline writes (``DeliveryContext.recorded``). A
+that the batch's closing transaction writes (``Batch.recorded``). A
 transient failure leaves the action ``retrying`` and counts toward its retry limit; a deferral
 (rate limit, concurrency cap, open circuit) leaves it ``deferred`` and counts nothing; a permanent
 failure, or an action that could not be rendered, makes it ``dead``.
@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 from bridge.events import format_time
 from bridge.stats import StatsBuffer
@@ -23,7 +24,7 @@ from config.errors import DeliveryDeferred, DeliveryError, TransientDeliveryErro
 from workers.http import ApiResponse
 from workers.mapping import PlannedAction, Request
 
-__all__ = ["ActionOutcome", "DeliveryContext", "Sender", "deliver_action", "new_record"]
+__all__ = ["ActionOutcome", "Batch", "DeliveryContext", "Sender", "deliver_action", "new_record"]
 
 Sender = Callable[[Request], Awaitable[ApiResponse]]
 _KEPT_ATTEMPTS = 20
@@ -59,31 +60,41 @@ def _attempt(record: dict[str, Any], **fields: Any) -> None:
 
 
 @dataclass(slots=True)
-class DeliveryContext:
-    """What every action of one event's run shares; ``delivered`` and ``recorded`` are the batch's."""
+class Batch:
+    """What the runs of one batch share."""
 
-    stats: StatsBuffer
-    delivered: dict[str, dict[str, Any]]  # the ledger: request key -> entry, read at the run's start
-    recorded: dict[str, dict[str, Any]]  # entries of this batch's deliveries, for the ledger
+    stats: StatsBuffer = field(default_factory=StatsBuffer)
+    # The ledger: request key -> entry, as read at the batch's start, and the entries its deliveries add.
+    delivered: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recorded: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Bound once for the batch: cheaper per line than the module-level proxy, which binds anew each time.
+    log: FilteringBoundLogger = field(default_factory=lambda: _log.bind())
+
+
+@dataclass(slots=True)
+class DeliveryContext:
+    """What every action of one event's run shares."""
+
+    batch: Batch
     job_try: int
     received_at_ms: int
-    log: Any = _log  # a logger bound once for the batch: cheaper per line than the module's proxy
 
 
 async def deliver_action(
     action: PlannedAction, record: dict[str, Any], *, send: Sender, run: DeliveryContext
 ) -> ActionOutcome:
     """Send what the ledger lacks; update ``record`` in place and say whether to come back."""
-    log = run.log.bind(action=action.key, rule=action.rule, destination=action.destination)
+    batch = run.batch
+    log = batch.log.bind(action=action.key, rule=action.rule, destination=action.destination)
     labels = {"destination": action.destination}
     if action.error is not None:
         record.update(status="dead", last_error=action.error)
         _attempt(record, job_try=run.job_try, outcome="invalid", error=action.error)
-        run.stats.incr("deliveries", labels | {"outcome": "invalid"})
+        batch.stats.incr("deliveries", labels | {"outcome": "invalid"})
         log.warning("action invalid", error=action.error)
         return ActionOutcome(record)
     for request in action.requests:
-        if request.key in run.delivered:
+        if request.key in batch.delivered:
             continue
         started = time.perf_counter()
         try:
@@ -104,7 +115,7 @@ async def deliver_action(
             record["failures"] = record.get("failures", 0) + int(transient)
             _attempt(record, job_try=run.job_try, request=request.key, outcome=outcome, status=exc.status,
                      error=exc.message, ms=elapsed)  # fmt: skip
-            run.stats.incr("deliveries", labels | {"outcome": outcome})
+            batch.stats.incr("deliveries", labels | {"outcome": outcome})
             log.warning("delivery failed", request=request.key, outcome=outcome, status=exc.status,
                         error=exc.message, job_try=run.job_try)  # fmt: skip
             if isinstance(exc, TransientDeliveryError):
@@ -112,12 +123,12 @@ async def deliver_action(
             return ActionOutcome(record)
         elapsed = round((time.perf_counter() - started) * 1000, 1)
         entry = {"status": response.status, "at": format_time(datetime.now(UTC))}
-        run.delivered[request.key] = run.recorded[request.key] = entry
+        batch.delivered[request.key] = batch.recorded[request.key] = entry
         record["last_response"] = {"status": response.status, "body": response.text}
         _attempt(record, job_try=run.job_try, request=request.key, outcome="delivered", status=response.status,
                  ms=elapsed)  # fmt: skip
-        run.stats.incr("deliveries", labels | {"outcome": "delivered"})
-        run.stats.observe("delivery_latency_seconds", time.time() - run.received_at_ms / 1000, labels)
+        batch.stats.incr("deliveries", labels | {"outcome": "delivered"})
+        batch.stats.observe("delivery_latency_seconds", time.time() - run.received_at_ms / 1000, labels)
         log.info("delivered", request=request.key, status=response.status, ms=elapsed, job_try=run.job_try)
     record.update(status="delivered", last_error=None)
     return ActionOutcome(record)

@@ -32,14 +32,13 @@ from bridge.stats import Stats, StatsBuffer
 from bridge.store import EventStore, RunOutcome, StoredEvent, now_ms
 from config.rules import RuleSet
 from config.settings import Settings
-from workers.delivery import DeliveryContext, Sender, deliver_action, new_record
+from workers.delivery import Batch, DeliveryContext, Sender, deliver_action, new_record
 from workers.ledger import Ledger
 from workers.mapping import PlannedAction, plan_actions
 from workers.retry import backoff_seconds
 
-__all__ = ["Batch", "EventRun", "WorkerDeps", "deliver_batch", "deliver_event", "queue_outcomes"]
+__all__ = ["EventRun", "WorkerDeps", "deliver_batch", "deliver_event", "queue_outcomes"]
 
-_log = structlog.get_logger("magbridge.jobs")
 _PENDING = ("retrying", "deferred")
 
 
@@ -73,16 +72,6 @@ class EventRun:
     @property
     def job_done(self) -> bool:
         return self.retry_in is None and self.status != "queued"
-
-
-@dataclass(slots=True)
-class Batch:
-    """What the runs of one batch share: counters, and the ledger as read and as added to."""
-
-    stats: StatsBuffer = field(default_factory=StatsBuffer)
-    delivered: dict[str, dict[str, Any]] = field(default_factory=dict)
-    recorded: dict[str, dict[str, Any]] = field(default_factory=dict)
-    log: Any = field(default_factory=lambda: _log.bind())
 
 
 async def deliver_event(ctx: dict[str, Any], event_id: str) -> str:
@@ -126,7 +115,7 @@ async def _deliver_batch(deps: WorkerDeps, runs: list[EventRun], batch: Batch) -
         run.event = event
         if event is None:
             run.status = "missing"
-            _log.warning("event not found", event_id=run.event_id, reason="expired or purged before delivery")
+            batch.log.warning("event not found", event_id=run.event_id, reason="expired or purged before delivery")
             continue
         try:
             run.planned = plan_actions(deps.rules, event, deps.template_context)
@@ -135,6 +124,8 @@ async def _deliver_batch(deps: WorkerDeps, runs: list[EventRun], batch: Batch) -
             continue
         if not run.planned:
             run.status = "ignored"
+            batch.log.info("event ignored", event_id=run.event_id, source=event.source, type=event.type,
+                           reason="no rule matches")  # fmt: skip
     active = [run for run in runs if run.planned and run.status == "queued"]
     keys = [request.key for run in active for action in run.planned for request in action.requests]
     batch.delivered.update(await deps.ledger.delivered(keys))
@@ -161,14 +152,7 @@ async def _deliver_guarded(deps: WorkerDeps, run: EventRun, batch: Batch) -> Non
 
 
 async def _deliver(deps: WorkerDeps, run: EventRun, event: StoredEvent, batch: Batch) -> None:
-    context = DeliveryContext(
-        stats=batch.stats,
-        delivered=batch.delivered,
-        recorded=batch.recorded,
-        job_try=run.job_try,
-        received_at_ms=event.received_at,
-        log=batch.log,
-    )
+    context = DeliveryContext(batch, job_try=run.job_try, received_at_ms=event.received_at)
     waits: list[float] = []
     for action in run.planned:
         record = event.actions.get(action.key) or new_record(action)
@@ -186,13 +170,15 @@ async def _deliver(deps: WorkerDeps, run: EventRun, event: StoredEvent, batch: B
         if any(event.actions[action.key]["status"] in _PENDING for action in run.planned):
             run.retry_in = _retry_delay(deps.settings, event, run.planned, waits, batch.stats)
             run.status = "retrying"
-            _log.info("event retrying", delay=round(run.retry_in, 3))
+            batch.log.info("event retrying", delay=round(run.retry_in, 3))
             return
     dead = [event.actions[a.key] for a in run.planned if event.actions[a.key]["status"] == "dead"]
     run.status = "failed" if dead else "delivered"
     for record in dead:
         batch.stats.incr("dead_letters", {"destination": record["destination"]})
-        _log.warning("dead letter", action=record["key"], destination=record["destination"], error=record["last_error"])
+        batch.log.warning(
+            "dead letter", action=record["key"], destination=record["destination"], error=record["last_error"]
+        )
 
 
 def _crashed(settings: Settings, run: EventRun, exc: Exception) -> None:
@@ -211,17 +197,17 @@ async def queue_outcomes(
 ) -> None:
     """Add to ``pipe`` every write the runs call for: action records, statuses, outcomes, the new
     ledger entries and the counters; with ``queue``, the bookkeeping of their jobs too."""
-    outcomes = []
+    outcomes, stamp = [], now_ms()
     for run in runs:
         if run.event is None:
             outcomes.append(RunOutcome(run.event_id, run.status, "gone"))
             continue
         job = "done" if run.job_done else "again" if run.retry_in is None else "retry"
-        retry_at = now_ms() + int((run.retry_in or 0) * 1000)
+        retry_at = stamp + int((run.retry_in or 0) * 1000)
         records = {action.key: run.event.actions[action.key] for action in run.changed}
         outcomes.append(RunOutcome(run.event_id, run.status, job, run.error, retry_at, records))
     ledger = deps.ledger.entries(batch.recorded)
-    await deps.store.queue_settle(pipe, outcomes, ledger, ledger_ttl=deps.ledger.ttl_seconds, queue=queue)
+    await deps.store.queue_settle(pipe, outcomes, queue=queue, ledger=ledger, ledger_ttl=deps.ledger.ttl_seconds)
     batch.stats.queue(pipe)
 
 

@@ -142,7 +142,7 @@ class DestinationGate:
             int(limits.breaker_cooldown * 1000), *tokens,
         ]  # fmt: skip
         rows = await self._admit_script(keys=self._admit_keys, args=args)
-        return [(int(admitted), int(wait_ms), _text(reason)) for admitted, wait_ms, reason in rows]
+        return [(int(admitted), int(wait_ms), reason.decode()) for admitted, wait_ms, reason in rows]
 
     async def _complete_many(self, completions: list[tuple[str, str]]) -> list[bool]:
         args: list[str | int] = [self.limits.breaker_failures, int(self.limits.breaker_cooldown * 1000)]
@@ -186,7 +186,3 @@ class DestinationGate:
         finally:
             if await self._completions.post((token, outcome)):  # queued even if we are cancelled
                 _log.warning("circuit opened", destination=self.destination, cooldown=self.limits.breaker_cooldown)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

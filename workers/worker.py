@@ -28,7 +28,8 @@ from bridge.store import EventStore
 from config.rules import load_rules
 from config.settings import Settings, load_settings
 from workers.claim import ClaimedJob, JobClaimer
-from workers.jobs import Batch, EventRun, WorkerDeps, deliver_batch, deliver_event, queue_outcomes
+from workers.delivery import Batch
+from workers.jobs import EventRun, WorkerDeps, deliver_batch, deliver_event, queue_outcomes
 from workers.ledger import Ledger
 from workers.poller import POLLER_CTX_KEY, MagnifyPoller, magnify_cron_jobs
 from workers.senders import Senders, build_senders
