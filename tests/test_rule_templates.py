@@ -7,6 +7,7 @@ from typing import Any
 
 import jinja2
 import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from config.rules import RuleTemplate, template_environment
 
@@ -55,3 +56,32 @@ def test_globals_reach_templates_that_need_jinja() -> None:
     env = template_environment()
     template = RuleTemplate(env, "{% for n in range(3) %}{{ n }}{% endfor %}")
     assert template.render({**env.globals, **CONTEXT}) == "012"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ data.user.id }}-{{ event.type | replace('/', '.') }}",
+        "{{ data.missing | default('fallback') }}",
+        "{{ data.user.name | default('nobody', true) }}",
+        "{% if data.user.missing is defined %}yes{% else %}no{% endif %}",
+        "{{ data.user.items }}",  # the dict method, as Jinja's sandbox gives it
+        "{{ data.user.items() | list | length }}",
+        "{{ data.user.__class__ }}",  # refused by the sandbox either way
+        "{{ data.missing }}",
+        "{{ data.count.id }}",
+    ],
+)
+def test_the_rule_sandbox_answers_as_jinjas_own(source: str) -> None:
+    """The sandbox reads dict keys directly; every answer, and every error, is the stock sandbox's."""
+    stock = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+    ours = template_environment()
+    assert type(ours) is not ImmutableSandboxedEnvironment  # the fast path is what is under test
+
+    def outcome(env: ImmutableSandboxedEnvironment) -> str:
+        try:
+            return env.from_string(source).render(CONTEXT)
+        except jinja2.TemplateError as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    assert outcome(ours) == outcome(stock)
