@@ -4,7 +4,7 @@
 
 Starts a private Redis (AOF everysec, noeviction), the simulators (``magbridge simulate``),
 ``magbridge web`` and ``magbridge worker`` as processes, drives them with wrk (64 connections,
-~1 KB bodies) and a paced Python sender, and measures side by side:
+~1 KB bodies) and a lean paced sender (``benchmarks/paced_sender.py``), and measures side by side:
 
 - ingest: events/s and p50/p99 of ``POST /webhooks/magnews``, next to a bare aiohttp handler;
 - delivery: events/s from queued to acknowledged by the MagicBell simulator, at 0 and 50 ms
@@ -30,17 +30,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.paced_sender import send_paced  # noqa: E402
 from bridge.events import Envelope, magnify_envelope  # noqa: E402
 from bridge.store import EventStore  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
@@ -268,7 +268,8 @@ class Bench:
         ):
             _wait_http(f"http://127.0.0.1:{port}/healthz")
             url = f"http://127.0.0.1:{port}/webhooks/magnews"
-            sent = asyncio.run(paced_sender(url, rate=rate, seconds=seconds, prefix=f"e2e{rate}"))
+            sender = asyncio.run(send_paced(url, _e2e_body(f"e2e{rate}"), rate=rate, seconds=seconds))
+            sent = sender.ok
             wait_finished(self.client(), sent, timeout=120)
         client = self.client()
         latencies = []
@@ -281,6 +282,8 @@ class Bench:
             "events": sent,
             "p50_ms": statistics.median(latencies),
             "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
+            "refused": sender.failed,
+            "sender_cpu_ms_per_request": sender.cpu_ms_per_request,
         }
 
     def naive(self) -> None:
@@ -345,36 +348,29 @@ def _engagement(number: int) -> dict[str, Any]:
     }
 
 
-async def paced_sender(url: str, *, rate: int, seconds: int, prefix: str) -> int:
-    """Send ``rate`` events per second for ``seconds``, each its own request; returns how many."""
-    sent = 0
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+def _e2e_body(prefix: str) -> Callable[[int], bytes]:
+    def body(number: int) -> bytes:
+        event = {"id": f"{prefix}-{number}", "topic": "contacts/delete", "data": {"email": f"e{number}@example.com"}}
+        return json.dumps(event).encode()
 
-        async def one(number: int) -> None:
-            nonlocal sent
-            body = {"id": f"{prefix}-{number}", "topic": "contacts/delete", "data": {"email": f"e{number}@example.com"}}
-            async with session.post(url, json=body) as response:
-                if response.status == 200:
-                    sent += 1
-
-        tasks = []
-        started = time.monotonic()
-        for number in range(rate * seconds):
-            delay = started + number / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(number)))
-        await asyncio.gather(*tasks)
-    return sent
+    return body
 
 
 def _latency(result: dict[str, Any]) -> str:
     return f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms"
 
 
+def _end_to_end_row(rate: int, result: dict[str, Any]) -> tuple[str, str, str]:
+    return (
+        f"end to end at {rate:,} ev/s",
+        f"p50 {result['p50_ms']:.0f} ms",
+        f"p99 {result['p99_ms']:.0f} ms, {result['events']:,} events, {result['refused']} refused; "
+        f"sender {result['sender_cpu_ms_per_request']:.3f} ms CPU per request",
+    )
+
+
 def table(results: dict[str, Any]) -> str:
     r = results
-    e2e = r["end_to_end_1000"]
     rows = [
         ("ingest, bare aiohttp handler", f"{r['ingest_bare']['rps']:,.0f} req/s",
          f"{_latency(r['ingest_bare'])}; {r['ingest_bare']['cpu_ms_per_request']:.2f} ms CPU per request"),
@@ -396,10 +392,8 @@ def table(results: dict[str, Any]) -> str:
          f"{r['delivery_naive']['events']:,} broadcasts"),
         ("Magnews merges, 1 worker (batchmerge)", f"{r['magnews_merges']['per_second']:,.0f} contacts/s",
          f"{r['magnews_merges']['events']:,} events; {r['magnews_merges']['cpu_ms_per_event']:.2f} ms CPU per event"),
-        ("end to end at 1,000 ev/s", f"p50 {e2e['p50_ms']:.0f} ms",
-         f"p99 {e2e['p99_ms']:.0f} ms, {e2e['events']:,} events"),
-        ("end to end at 200 ev/s", f"p50 {r['end_to_end_200']['p50_ms']:.0f} ms",
-         f"p99 {r['end_to_end_200']['p99_ms']:.0f} ms, {r['end_to_end_200']['events']:,} events"),
+        _end_to_end_row(1000, r["end_to_end_1000"]),
+        _end_to_end_row(200, r["end_to_end_200"]),
         ("Redis memory per retained event", f"{r['redis_bytes_per_event']:,.0f} B", "event, indexes, job record"),
     ]  # fmt: skip
     rows += [(f"peak RSS, {name}", f"{mib:.0f} MiB", "") for name, mib in r["peak_rss_mib"].items()]

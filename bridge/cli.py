@@ -14,6 +14,7 @@ from aiohttp import web
 
 from bridge.app import create_app
 from bridge.check import add_check_parser, cmd_check
+from bridge.gc_tuning import tune_gc
 from bridge.logs import configure_logging
 from bridge.replay_cli import add_replay_parser, cmd_replay
 from bridge.webhook_admin import add_webhook_parser, cmd_magnews_webhook
@@ -34,7 +35,9 @@ def _prepare() -> Settings:
 
 def _cmd_web(_: argparse.Namespace) -> int:
     settings = _prepare()
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    app = create_app(settings)
+    tune_gc()
+    web.run_app(app, host=settings.host, port=settings.port, print=None)
     return 0
 
 
@@ -42,7 +45,9 @@ def _cmd_worker(_: argparse.Namespace) -> int:
     from workers.worker import create_worker
 
     settings = _prepare()
-    create_worker(settings).run()
+    worker = create_worker(settings)
+    tune_gc()
+    worker.run()
     return 0
 
 
@@ -80,7 +85,9 @@ async def _run_both(settings: Settings) -> None:
 
 
 def _cmd_run(_: argparse.Namespace) -> int:
-    asyncio.run(_run_both(_prepare()))
+    settings = _prepare()
+    tune_gc()
+    asyncio.run(_run_both(settings))
     return 0
 
 
@@ -100,6 +107,7 @@ async def _simulate(args: argparse.Namespace) -> None:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     configure_logging("info", "console")
+    tune_gc()
     asyncio.run(_simulate(args))
     return 0
 
