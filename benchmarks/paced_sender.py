@@ -77,7 +77,7 @@ async def send_paced(
             payload = body(number)
             pool[number % connections].send(f"{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
         sent = due
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(max(0.001, started + sent / rate - loop.time()))  # until the next is due
     deadline = loop.time() + 60
     while any(conn.in_flight for conn in pool) and loop.time() < deadline:
         await asyncio.sleep(0.01)
