@@ -19,6 +19,7 @@ YOUNG_THRESHOLD = 10_000
 
 def tune_gc() -> None:
     """Call once everything the process keeps for its lifetime is loaded, before serving."""
+    gc.collect()  # startup's own garbage first: a frozen cycle would never be freed
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
