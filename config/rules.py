@@ -33,6 +33,7 @@ _NAME_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,63}$"
 _KEPT_MATCHES = 4096
 _VARIABLE_PATH = re.compile(r"^\{\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\}\}$")  # {{ data.user.id }}
 _ACTION_KINDS = ("magicbell.broadcast", "magnews.merge")
+_DICT_ATTRIBUTES = frozenset(dir(dict))  # names a template reaches on a dict as the method, not the key
 
 
 class _RuleSandbox(ImmutableSandboxedEnvironment):
@@ -48,9 +49,6 @@ class _RuleSandbox(ImmutableSandboxedEnvironment):
             except KeyError:
                 return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
-
-
-_DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
 def template_environment() -> ImmutableSandboxedEnvironment:
