@@ -70,7 +70,7 @@ class RuleTemplate:
         match = _VARIABLE_PATH.match(source)
         parts = match.group(1).split(".") if match else []
         # A name that is also a dict method (``data.items``) means the method to Jinja: leave it to Jinja.
-        self._path = parts if parts and not any(hasattr(dict, part) for part in parts) else None
+        self._path = parts if parts and not any(part in _DICT_ATTRIBUTES for part in parts) else None
 
     def render(self, context: dict[str, Any]) -> str:
         """The rendered text; ``context`` must already hold the environment's globals."""
