@@ -67,6 +67,7 @@ async def _run_both(settings: Settings) -> None:
     await web.TCPSite(runner, settings.host, settings.port).start()
     # "embedded": the web service above already answers the probes on this port.
     worker = create_worker(settings, handle_signals=False, ctx={"settings": settings, "embedded": True})
+    tune_gc()
     worker_task = asyncio.create_task(worker.async_run())
     try:
         await _wait_for_signal()
@@ -85,9 +86,7 @@ async def _run_both(settings: Settings) -> None:
 
 
 def _cmd_run(_: argparse.Namespace) -> int:
-    settings = _prepare()
-    tune_gc()
-    asyncio.run(_run_both(settings))
+    asyncio.run(_run_both(_prepare()))
     return 0
 
 
