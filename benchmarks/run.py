@@ -268,7 +268,7 @@ class Bench:
         ):
             _wait_http(f"http://127.0.0.1:{port}/healthz")
             url = f"http://127.0.0.1:{port}/webhooks/magnews"
-            sender = asyncio.run(send_paced(url, _e2e_body(f"e2e{rate}"), rate=rate, seconds=seconds))
+            sender = asyncio.run(send_paced(url, paced_body(f"e2e{rate}"), rate=rate, seconds=seconds))
             sent = sender.ok
             wait_finished(self.client(), sent, timeout=120)
         client = self.client()
@@ -348,7 +348,9 @@ def _engagement(number: int) -> dict[str, Any]:
     }
 
 
-def _e2e_body(prefix: str) -> Callable[[int], bytes]:
+def paced_body(prefix: str) -> Callable[[int], bytes]:
+    """The n-th paced webhook: a contact deleted, which the default rules turn into one broadcast."""
+
     def body(number: int) -> bytes:
         event = {"id": f"{prefix}-{number}", "topic": "contacts/delete", "data": {"email": f"e{number}@example.com"}}
         return json.dumps(event).encode()

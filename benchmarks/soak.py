@@ -3,8 +3,9 @@
     python benchmarks/soak.py [--minutes 10] [--rate 200]
 
 Starts a private Redis, the simulators, ``magbridge web`` and ``magbridge worker`` as processes,
-sends ``rate`` webhook events per second to 127.0.0.1 for ``minutes``, and prints the resident
-memory of web and worker and Redis's used memory every 30 s, then whether every event was delivered.
+sends ``rate`` webhook events per second to 127.0.0.1 for ``minutes`` (``benchmarks/paced_sender.py``),
+and prints the events accepted so far, the resident memory of web and worker and Redis's used
+memory every 30 s, then whether every event was delivered.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-import aiohttp
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.run import PY, Bench, _wait_http, process, wait_finished  # noqa: E402
+from benchmarks.paced_sender import send_paced  # noqa: E402
+from benchmarks.run import PY, Bench, _wait_http, paced_body, process, wait_finished  # noqa: E402
 from tests.redis_server import free_port  # noqa: E402
 
 
@@ -32,33 +33,25 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-async def _send(url: str, rate: int, seconds: float, pids: dict[str, int], client: redis.Redis) -> int:
-    sent = 0
+async def _sample(pids: dict[str, int], client: redis.Redis) -> None:
+    """Every 30 s: events accepted so far, each process's RSS and Redis's used memory."""
     started = time.monotonic()
-    next_sample = started
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+    while True:
+        rss = ", ".join(f"{name} {_rss_mib(pid):.0f} MiB" for name, pid in pids.items())
+        used = int(client.info("memory")["used_memory"]) / 2**20
+        accepted = int(client.zcard("mb:events"))
+        print(f"{time.monotonic() - started:5.0f}s  accepted {accepted:>7,}  {rss}, redis {used:.0f} MiB", flush=True)
+        await asyncio.sleep(30)
 
-        async def one(number: int) -> None:
-            nonlocal sent
-            body = {"id": f"soak-{number}", "topic": "contacts/delete", "data": {"email": f"s{number}@example.com"}}
-            async with session.post(url, json=body) as response:
-                sent += response.status == 200
 
-        tasks: set[asyncio.Task[None]] = set()
-        number = 0
-        while (now := time.monotonic()) - started < seconds:
-            if now >= next_sample:
-                rss = ", ".join(f"{name} {_rss_mib(pid):.0f} MiB" for name, pid in pids.items())
-                used = int(client.info("memory")["used_memory"]) / 2**20
-                print(f"{now - started:5.0f}s  sent {sent:>7,}  {rss}, redis {used:.0f} MiB", flush=True)
-                next_sample += 30
-            task = asyncio.create_task(one(number))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            number += 1
-            await asyncio.sleep(max(0.0, started + number / rate - time.monotonic()))
-        await asyncio.gather(*tasks)
-    return sent
+async def _soak(url: str, rate: int, seconds: int, pids: dict[str, int], client: redis.Redis) -> int:
+    """Send ``rate`` events a second for ``seconds`` while sampling memory; returns how many were accepted."""
+    sampler = asyncio.create_task(_sample(pids, client))
+    try:
+        result = await send_paced(url, paced_body("soak"), rate=rate, seconds=seconds)
+    finally:
+        sampler.cancel()
+    return result.ok
 
 
 def main() -> None:
@@ -83,7 +76,7 @@ def main() -> None:
             client = bench.client()
             pids = {"web": web.pid, "worker": worker.pid}
             url = f"http://127.0.0.1:{port}/webhooks/magnews"
-            sent = asyncio.run(_send(url, args.rate, args.minutes * 60, pids, client))
+            sent = asyncio.run(_soak(url, args.rate, int(args.minutes * 60), pids, client))
             wait_finished(client, sent, timeout=300)
             print(f"sent {sent:,}, all delivered")
     finally:
