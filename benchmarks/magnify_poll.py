@@ -6,7 +6,7 @@
 Starts the Magnify simulator with ``MAGNIFY_ACCOUNTS["large"]`` (400 motions of very different sizes,
 about 40,000 metrics) in a process of its own, so that its CPU does not share the poller's event
 loop, and a private redis-server unless ``--redis-url`` names one (which must be an empty database).
-Then runs the real poller (``workers.poller.MagnifyPoller``, default settings but the credentials):
+Then runs the real poller (``workers.magnify.poller.MagnifyPoller``, default settings but the credentials):
 
 1. the first full poll: cycles until no motion is left incomplete (one cycle unless the budget,
    ``job_timeout - http_timeout - 1`` seconds, runs out first);
@@ -41,7 +41,7 @@ from bridge.logs import configure_logging
 from bridge.simulators import run_simulators
 from bridge.simulators.magnify import MAGNIFY_ACCOUNTS
 from config.settings import Settings
-from workers.poller import MagnifyPoller
+from workers.magnify.poller import MagnifyPoller
 
 
 def _serve_simulator(order: str, pipe: Connection) -> None:

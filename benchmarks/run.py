@@ -36,13 +36,16 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from arq.constants import default_queue_name
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.paced_sender import send_paced  # noqa: E402
 from bridge.events import Envelope, magnify_envelope  # noqa: E402
-from bridge.store import EventStore  # noqa: E402
+from bridge.store.connections import open_redis  # noqa: E402
+from bridge.store.ingest import EventWriter  # noqa: E402
+from config.settings import Settings  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
 
 PY = sys.executable
@@ -141,12 +144,11 @@ def sim_post(base_url: str, route: str, body: dict[str, Any]) -> None:
 
 
 async def preload(redis_url: str, envelopes: list[Envelope]) -> None:
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(redis_url)
-    store = EventStore(client, retention_seconds=7 * 86400)
+    """Store and queue ``envelopes`` 500 at a time, as the receiver does under a burst."""
+    client = open_redis(redis_url)
+    writer = EventWriter(client, retention_seconds=7 * 86400, batch_size=Settings().worker_batch_size)
     for start in range(0, len(envelopes), 500):
-        await store.ingest(envelopes[start : start + 500])
+        await writer.ingest(envelopes[start : start + 500])
     await client.aclose()
 
 
@@ -293,11 +295,11 @@ class Bench:
         with process([PY, "benchmarks/naive.py", "web", str(port)], env, "naive web", self.peaks):
             time.sleep(1.0)
             self.results["ingest_naive"] = wrk(f"http://127.0.0.1:{port}", self.seconds)
-        queued = int(self.client().zcard("arq:queue"))
+        queued = int(self.client().zcard(default_queue_name))
         started = time.monotonic()
         with process([PY, "benchmarks/naive.py", "worker"], env, "naive worker", self.peaks):
             limit = 60 if self.quick else 120
-            while self.client().zcard("arq:queue") > 0 and time.monotonic() - started < limit:
+            while self.client().zcard(default_queue_name) > 0 and time.monotonic() - started < limit:
                 time.sleep(0.2)
         rate = delivery_rate(sim_records(self.magicbell, "/broadcasts"), 201)
         self.results["delivery_naive"] = {"events": queued, "per_second": rate}

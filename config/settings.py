@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535)
     admin_token: SecretStr | None = None
     webhook_secret: SecretStr | None = None
-    # Security (issue 6), see bridge/webhook_guard.py. Rotation: the secret being retired stays valid
+    # Security (issue 6), see bridge/web/webhook_guard.py. Rotation: the secret being retired stays valid
     # while this is set. Networks: comma-separated CIDRs allowed to post webhooks (empty: any), and
     # the proxies whose X-Forwarded-For is believed (empty: none, the peer address is the client).
     webhook_secret_previous: SecretStr | None = None
@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     magnews_base_url: AnyHttpUrl = AnyHttpUrl("https://ws-mn1.mag-news.it/ws/rest/api")
     magnews_token: SecretStr | None = None
     magnews_database_id: int | None = Field(None, ge=1)
-    # Deployment (issue 8), see workers/magnews_token.py: the Magnews refresh-token flow (all four set,
+    # Deployment (issue 8), see workers/destinations/magnews_auth.py: the Magnews refresh-token flow (all four set,
     # or none; the rotated refresh token is kept in Redis), the bridge's public base URL for webhook
     # registration, the rules file's reload check (0 = SIGHUP only) and the worker's own probes.
     magnews_client_id: str | None = None
@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     magnify_client_id: str | None = None
     magnify_client_secret: SecretStr | None = None
     magnify_poll_seconds: int = Field(60, ge=1)
-    # Magnify polling (issue 3), see workers/poller.py: motions read at once, the poll lock's lease,
+    # Magnify polling (issue 3), see workers/magnify/poller.py: motions read at once, the poll lock's lease,
     # and retries of one request (429/5xx/no answer; Retry-After is a floor) within a cycle.
     magnify_concurrency: int = Field(4, ge=1, le=64)
     magnify_lock_seconds: float = Field(15, gt=0)
@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     retention_days: float = Field(7, gt=0)
     webhook_max_body_bytes: int = Field(1024 * 1024, ge=1024)
     webhook_max_events: int = Field(1000, ge=1)
-    # Security (issue 6), see bridge/json_bounds.py: nesting depth, characters in one string (or key),
+    # Security (issue 6), see bridge/web/json_bounds.py: nesting depth, characters in one string (or key),
     # values in one body; a body must arrive within the read timeout, request headers within the
     # header timeout (which also closes idle keep-alive connections).
     webhook_max_depth: int = Field(32, ge=2, le=500)
@@ -88,10 +88,12 @@ class Settings(BaseSettings):
     webhook_read_timeout_seconds: float = Field(30, gt=0)
     http_header_timeout_seconds: float = Field(15, gt=0)
     http_timeout_seconds: float = Field(10, gt=0)
-    # Events in flight per worker, and how many of them one claim takes and one transaction records:
-    # several batches overlap, so some wait on Redis or the network while another computes.
-    worker_max_jobs: int = Field(400, ge=1)
+    # Delivery jobs one worker runs at once, the most events one job carries (one batch: one
+    # transaction records it), and how often an idle worker asks arq's queue for due jobs. Several
+    # batches overlap, so some wait on Redis or the network while another computes.
+    worker_max_jobs: int = Field(8, ge=1)
     worker_batch_size: int = Field(100, ge=1, le=1000)
+    worker_poll_seconds: float = Field(0.005, gt=0, le=5)
     retry_base_seconds: float = Field(1, gt=0)
     retry_cap_seconds: float = Field(300, gt=0)
     retry_max_attempts: int = Field(8, ge=1)

@@ -10,8 +10,9 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from bridge.app import create_app
 from bridge.simulators import Simulators, run_simulators
+from bridge.store.connections import open_redis
+from bridge.web.app import create_app
 from config.settings import Settings
 from tests.redis_server import RedisServer
 from workers.worker import create_worker
@@ -31,7 +32,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     if redis_server.process is None:  # a test stopped it and failed before restarting
         redis_server.start()
-    client = aioredis.Redis.from_url(redis_server.url)
+    client = open_redis(redis_server.url)
     await client.flushall()
     yield client
     await client.aclose()

@@ -13,10 +13,10 @@ import redis.asyncio as aioredis
 from bridge.events import magnify_envelope
 from bridge.simulators import SIM_CORE, RecordedRequest, Simulators
 from bridge.simulators.magnify import MAGNIFY_BACKEND, MagnifyBackend
-from bridge.stats import STATS_KEY
+from bridge.store.stats import STATS_KEY
 from config.settings import Settings
-from workers.magnify import MagnifyLimits
-from workers.poller import POLLED_STATES, MagnifyPoller
+from workers.magnify.client import MagnifyLimits
+from workers.magnify.poller import POLLED_STATES, MagnifyPoller
 
 CREDENTIALS: dict[str, Any] = {"magnify_client_id": "sim-client", "magnify_client_secret": "sim-secret"}
 

@@ -11,9 +11,12 @@ import redis.asyncio as aioredis
 
 from bridge.cli import main
 from bridge.simulators import Simulators
-from bridge.store import EventStore
+from bridge.store.connections import open_redis
+from bridge.store.ingest import EventWriter
+from bridge.store.reads import EventReader
 from tests.conftest import Service, SettingsFactory, run_worker_burst
 from tests.redis_server import RedisServer
+from tests.support import drop_jobs, ingest, mark_dead
 from tests.test_delivery import magnews_event, sim_requests, sim_state
 from tests.test_logs import restore_logging  # noqa: F401  (a fixture: the CLI configures logging)
 
@@ -184,7 +187,7 @@ async def test_dead_letters_replayed_after_the_fix_are_delivered_exactly_once(
     assert result["replayed"] == ["d1", "d2"] and result["dry_run"] is True
     assert result["events"][0] == {"id": "d1", "previous_status": "failed", "generation": 0, "reset_actions": 1}
     assert {key: await redis.dump(key) for key in await redis.keys("mb:*")} == before
-    assert await redis.zcard("arq:queue") == 0
+    assert await redis.queued_jobs() == []
 
     # The fault is fixed (the worker has the right token): replay, deliver each once.
     status, result = await admin.replay(dead_letters=True)
@@ -259,7 +262,7 @@ async def test_replay_by_time_range_with_filters_and_a_queued_event(
     assert status == 400 and result["errors"][0]["field"] == "since"
     status, result = await admin.replay(since=0, type="contacts/*")
     assert result["replayed"] == ["t1", "t2"]
-    assert await redis.zcard("arq:queue") == 3
+    assert sorted(event_id for job in await redis.queued_jobs() for event_id in job.args[0]) == ["t1", "t2", "t3"]
 
 
 @pytest.mark.parametrize(
@@ -301,7 +304,7 @@ async def test_the_store_stays_bounded(
     for key in ("mb:event:keep", "mb:actions:keep"):
         assert retention_ms - 60_000 < await redis.pttl(key) <= retention_ms, key
     assert await redis.pttl("mb:event:bad") == -1, "a dead letter is kept until replayed"
-    assert await redis.keys("arq:job:*") == []
+    assert await redis.queued_jobs() == []
     ledger = await redis.keys("mb:ledger:*")
     assert ledger and all(0 < ttl <= retention_ms for ttl in [await redis.pttl(key) for key in ledger])
 
@@ -312,7 +315,7 @@ async def test_the_store_stays_bounded(
     assert await redis.zscore("mb:events", "keep") is not None
 
     # A short retention, for real: the event and its dedupe marker are gone after it.
-    store = EventStore(redis, retention_seconds=1)
+    store = EventWriter(redis, retention_seconds=1, batch_size=100)
     from bridge.events import magnify_envelope
     from tests.test_delivery import magnify_metric
 
@@ -329,9 +332,8 @@ def test_replay_from_the_shell(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async def seed() -> None:
-        client = aioredis.Redis.from_url(redis_server.url)
+        client = open_redis(redis_server.url)
         await client.flushall()
-        store = EventStore(client, retention_seconds=3600)
         from bridge.events import parse_magnews_body
 
         envelopes = parse_magnews_body(
@@ -339,9 +341,9 @@ def test_replay_from_the_shell(
             received_at="2025-11-14T13:00:00Z",
             max_events=10,
         )
-        await store.ingest(envelopes)
-        await client.delete("arq:queue", "arq:job:deliver:c1", "arq:job:deliver:c2")  # as if delivered
-        await store.finish("c1", "failed", error="boom")
+        await ingest(client, envelopes)
+        await drop_jobs(client)  # as if the jobs were lost
+        await mark_dead(client, "c1", "boom")
         await client.aclose()
 
     asyncio.run(seed())
@@ -365,7 +367,7 @@ def test_replay_from_the_shell(
 
     async def history() -> list[dict[str, Any]]:
         client = aioredis.Redis.from_url(redis_server.url)
-        event = await EventStore(client, retention_seconds=3600).get("c1")
+        event = await EventReader(client).get("c1")
         await client.aclose()
         assert event is not None
         return event.replays

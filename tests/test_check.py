@@ -11,7 +11,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bridge.check import run_check
+from bridge.cli.check import run_check
 from bridge.simulators import Simulators
 from bridge.simulators.magnews_oauth import MAGNEWS_OAUTH, SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_REFRESH_TOKEN
 from config.settings import Settings

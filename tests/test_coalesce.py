@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from bridge.coalesce import Coalescer
 from config.errors import DeliveryDeferred
-from workers.limits import DestinationGate, GateLimits
+from workers.destinations.limits import DestinationGate, GateLimits
 
 
 async def test_calls_of_one_iteration_share_one_flush_and_get_their_own_results() -> None:

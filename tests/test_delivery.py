@@ -12,9 +12,10 @@ import redis.asyncio as aioredis
 
 from bridge.events import magnify_envelope
 from bridge.simulators import Simulators
-from bridge.store import EventStore
+from bridge.store.reads import EventReader
 from config.settings import Settings
 from tests.conftest import Service, run_worker_burst
+from tests.support import drop_jobs, ingest, requeue
 from workers.mapping import BROADCAST_ID_NAMESPACE
 
 
@@ -53,8 +54,7 @@ def magnify_metric(event_type: str, user: str = "user_42", at: int = 16409952000
 
 
 async def event_record(redis: aioredis.Redis, event_id: str) -> dict[str, Any]:
-    store = EventStore(redis, retention_seconds=3600)
-    event = await store.get(event_id)
+    event = await EventReader(redis).get(event_id)
     assert event is not None
     return {"status": event.status, "actions": list(event.actions.values())}
 
@@ -134,9 +134,8 @@ _OPT_OUT = [
 async def test_magnify_rules(
     settings: Settings, simulators: Simulators, redis: aioredis.Redis, event_type: str
 ) -> None:
-    store = EventStore(redis, retention_seconds=3600)
     envelope = magnify_envelope(magnify_metric(event_type))
-    assert await store.ingest([envelope]) == [True]
+    assert await ingest(redis, [envelope]) == [True]
     await run_worker_burst(settings)
 
     [merge] = await sim_requests(simulators.endpoints.magnews_base_url, "/v19/contacts/merge")
@@ -168,9 +167,8 @@ async def test_magnify_rules(
 async def test_magnify_event_without_a_rule_is_ignored(
     settings: Settings, simulators: Simulators, redis: aioredis.Redis
 ) -> None:
-    store = EventStore(redis, retention_seconds=3600)
     envelope = magnify_envelope(magnify_metric("magnify_send_email_processed"))
-    await store.ingest([envelope])
+    await ingest(redis, [envelope])
     await run_worker_burst(settings)
     assert await sim_requests(simulators.endpoints.magnews_base_url, "/") == []
     assert (await event_record(redis, envelope.id))["status"] == "ignored"
@@ -194,8 +192,7 @@ async def test_a_job_run_twice_sends_nothing_the_second_time(
     async with service.post_webhook(magnews_event("twice", "contacts/delete")) as response:
         assert response.status == 200
     await run_worker_burst(settings)
-    store = EventStore(redis, retention_seconds=3600)
-    assert await store.enqueue(["twice"]) == {"twice": "queued"}
+    await requeue(redis, ["twice"])
     await run_worker_burst(settings)
     assert len(await sim_requests(simulators.endpoints.magicbell_base_url, "/broadcasts")) == 1
     assert (await event_record(redis, "twice"))["status"] == "delivered"
@@ -213,7 +210,7 @@ async def test_worker_dying_after_the_send_repeats_no_side_effect(
     for key in await redis.keys("mb:ledger:*"):
         await redis.delete(key)
     await redis.delete("mb:actions:crash")
-    await EventStore(redis, retention_seconds=3600).enqueue(["crash"])
+    await requeue(redis, ["crash"])
     await run_worker_burst(settings)
 
     requests = await sim_requests(simulators.endpoints.magicbell_base_url, "/broadcasts")
@@ -291,7 +288,7 @@ async def test_a_crashing_job_is_retried_then_dead_lettered_with_the_error(
     async with service.post_webhook(magnews_event("bug", "contacts/delete")) as response:
         assert response.status == 200
     await run_worker_burst(settings, on_startup=broken_startup)
-    event = await EventStore(redis, retention_seconds=3600).get("bug")
+    event = await EventReader(redis).get("bug")
     assert event is not None
     assert event.status == "failed"
     assert event.runs == settings.retry_max_attempts
@@ -309,8 +306,7 @@ async def test_sweeper_requeues_an_event_whose_job_vanished(
     async with service.post_webhook(magnews_event("orphan", "contacts/delete")) as response:
         assert response.status == 200
     # As if arq had dropped the job: the queue entry and the job record are gone.
-    await redis.delete("arq:job:deliver:orphan")
-    await redis.zrem("arq:queue", "deliver:orphan")
+    await drop_jobs(redis)
     # Without the cron sweeper, which would otherwise re-queue it should the burst cross a minute.
     await run_worker_burst(settings, cron_jobs=[])
     assert (await event_record(redis, "orphan"))["status"] == "queued"

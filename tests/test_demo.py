@@ -6,7 +6,7 @@ import io
 
 import redis.asyncio as aioredis
 
-from bridge.demo import run_demo
+from bridge.cli.demo import run_demo
 from tests.conftest import SettingsFactory
 
 

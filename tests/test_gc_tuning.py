@@ -1,10 +1,10 @@
-"""The long-running commands set the collector aside from what they keep for life (see bridge/gc_tuning.py)."""
+"""The long-running commands set the collector aside from what they keep for life (see bridge/cli/gc_tuning.py)."""
 
 from __future__ import annotations
 
 import gc
 
-from bridge.gc_tuning import YOUNG_THRESHOLD, tune_gc
+from bridge.cli.gc_tuning import YOUNG_THRESHOLD, tune_gc
 
 
 def test_tune_gc_freezes_what_is_loaded_and_collects_the_young_less_often() -> None:

@@ -22,11 +22,12 @@ from arq import Worker
 
 from bridge.simulators import Simulators
 from bridge.simulators.common import SIM_CORE
-from bridge.store import EventStore
+from bridge.store.reads import EventReader
 from config.settings import Settings
 from tests.conftest import Service, SettingsFactory, run_worker_burst
 from tests.processes import start_process, stop_process
 from tests.redis_server import RedisServer
+from tests.support import ingest
 from workers.worker import create_worker
 
 
@@ -133,14 +134,13 @@ async def test_a_permanent_400_dead_letters_that_action_only(
 ) -> None:
     settings = make_settings()
     simulators.magnews_app[SIM_CORE].faults.update({"fail_next": [400]})
-    store = EventStore(redis, retention_seconds=3600)
     from bridge.events import magnify_envelope
 
     envelope = magnify_envelope(magnify_bounce(1))
-    await store.ingest([envelope])
+    await ingest(redis, [envelope])
     await run_worker_burst(settings)
 
-    event = await store.get(envelope.id)
+    event = await EventReader(redis).get(envelope.id)
     assert event is not None and event.status == "failed"
     by_destination = {action["destination"]: action for action in event.actions.values()}
     assert by_destination["magicbell"]["status"] == "delivered"
@@ -175,7 +175,7 @@ async def test_batch_merge_maps_each_result_to_its_action(
     assert records(simulators.magnews_app, "/v19/contacts/merge") == []
     assert sum(len(r.body["contacts"]) for r in batches) == 20
     assert len(batches) <= 2
-    store = EventStore(redis, retention_seconds=3600)
+    store = EventReader(redis)
     for n in range(20):
         event = await store.get(f"b{n}")
         assert event is not None
@@ -206,14 +206,13 @@ async def test_one_destination_down_does_not_slow_the_other(
 ) -> None:
     settings = make_settings(breaker_cooldown_seconds=1, retry_base_seconds=0.2, retry_cap_seconds=1,
                              retry_max_attempts=100)  # fmt: skip
-    store = EventStore(redis, retention_seconds=3600)
     from bridge.events import magnify_envelope
 
     async def run(label: str, offset: int) -> tuple[float, list[str]]:
         envelopes = [magnify_envelope(magnify_bounce(offset + n)) for n in range(100)]
         before = len(records(simulators.magicbell_app, "/broadcasts"))
         started = time.monotonic()
-        await store.ingest(envelopes)
+        await ingest(redis, envelopes)
 
         async def broadcasts_done() -> bool:
             return len(records(simulators.magicbell_app, "/broadcasts")) - before >= 100

@@ -18,13 +18,14 @@ import redis.asyncio as aioredis
 from bridge.events import magnify_envelope
 from bridge.simulators import SIM_CORE, Simulators
 from bridge.simulators.magnews_oauth import MAGNEWS_OAUTH, SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_REFRESH_TOKEN
-from bridge.store import EventStore
+from bridge.store.reads import EventReader
 from config.errors import MagnewsAuthError, PermanentDeliveryError, TransientDeliveryError
 from config.settings import Settings
 from tests.conftest import SettingsFactory, run_worker_burst
+from tests.support import ingest
 from tests.test_delivery import magnify_metric
-from workers.magnews import MagnewsClient
-from workers.magnews_token import (
+from workers.destinations.magnews import MagnewsClient
+from workers.destinations.magnews_auth import (
     ACCESS_TOKEN_KEY,
     REFRESH_TOKEN_KEY,
     RefreshingToken,
@@ -248,13 +249,12 @@ async def test_worker_delivers_merges_with_the_refresh_flow(
     refresh_settings: Settings, simulators: Simulators, redis: aioredis.Redis
 ) -> None:
     oauth(simulators).access_ttl = 600
-    store = EventStore(redis, retention_seconds=3600)
     envelope = magnify_envelope(magnify_metric("magnify_send_email_open"))
-    assert await store.ingest([envelope]) == [True]
+    assert await ingest(redis, [envelope]) == [True]
     await run_worker_burst(refresh_settings)
 
     merges = [r for r in simulators.magnews_app[SIM_CORE].records if r.path == "/v19/contacts/merge"]
     assert [merge.status for merge in merges] == [200]
     assert merges[0].headers["Authorization"].startswith("Bearer sim-magnews-access-")
-    event = await store.get(envelope.id)
+    event = await EventReader(redis).get(envelope.id)
     assert event is not None and event.status == "delivered"

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from bridge.cli.magnews_webhook import add_webhook_parser, receiver_url, rule_topics, run_webhook_command
 from bridge.simulators import SIM_CORE, Simulators
 from bridge.simulators.magnews import MAGNEWS_BACKEND
-from bridge.webhook_admin import add_webhook_parser, receiver_url, rule_topics, run_webhook_command
 from config.rules import load_rules
 from config.settings import DEFAULT_RULES_FILE, Settings
 from tests.conftest import Service, SettingsFactory

@@ -12,8 +12,8 @@ from pydantic import SecretStr
 from bridge.simulators import SIM_CORE, Simulators, run_simulators
 from config.errors import InvalidMotionId, MagnifyApiError
 from tests.magnify_support import api_requests, backend
-from workers.magnify import MagnifyClient, MagnifyLimits, RetryPolicy, parse_motion_id
-from workers.magnify_token import TokenManager
+from workers.magnify.auth import TokenManager
+from workers.magnify.client import MagnifyClient, MagnifyLimits, RetryPolicy, parse_motion_id
 
 UUID = "0f0e0d0c-0b0a-4908-8706-050403020100"
 

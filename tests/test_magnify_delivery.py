@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from bridge.events import magnify_envelope
 from bridge.simulators import SIM_CORE, run_simulators
-from bridge.store import EventStore
+from bridge.store.reads import EventReader
 from tests.conftest import SettingsFactory, run_worker_burst
 from tests.magnify_support import backend, magnify_settings, open_poller
 
@@ -41,7 +41,7 @@ async def test_polled_metrics_become_merges_and_broadcasts(
     kinds = Counter(metric["emailEvent"]["type"] for metric in metrics)
     assert kinds[PREFIX + "open"] > 0 and sum(kinds[kind] for kind in BROADCAST) > 0
 
-    store = EventStore(redis, retention_seconds=3600)
+    store = EventReader(redis)
     for metric in metrics:
         event = await store.get(magnify_envelope(metric).id)
         assert event is not None and event.source == "magnify"

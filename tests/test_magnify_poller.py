@@ -15,7 +15,7 @@ import structlog
 
 from bridge.events import magnify_envelope
 from bridge.simulators import SIM_CORE, Simulators, run_simulators
-from bridge.stats import GAUGES_KEY, HIST_PREFIX
+from bridge.store.stats import GAUGES_KEY, HIST_PREFIX
 from config.errors import MagnifyApiError
 from tests.conftest import SettingsFactory
 from tests.magnify_support import (
@@ -31,9 +31,9 @@ from tests.magnify_support import (
     stat,
 )
 from tests.redis_server import RedisServer
-from workers.magnify import MagnifyLimits
-from workers.magnify_checkpoints import CHECKPOINTS_KEY
-from workers.poller import LOCK_KEY, POLLED_STATES, cron_seconds, magnify_cron_jobs
+from workers.magnify.checkpoints import CHECKPOINTS_KEY
+from workers.magnify.client import MagnifyLimits
+from workers.magnify.poller import LOCK_KEY, POLLED_STATES, cron_seconds, magnify_cron_jobs
 from workers.worker import create_worker
 
 ORDERS = ["oldest_first", "newest_first"]

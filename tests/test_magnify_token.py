@@ -17,8 +17,8 @@ from bridge.simulators import SIM_CORE, Simulators, run_simulators
 from config.errors import MagnifyApiError, MagnifyAuthError
 from tests.conftest import SettingsFactory
 from tests.magnify_support import api_requests, backend, magnify_settings, open_poller
-from workers.magnify import MagnifyClient, RetryPolicy
-from workers.magnify_token import AUTH_STATE_KEY, READ_SCOPE, AttemptListener, TokenAttempt, TokenManager
+from workers.magnify.auth import AUTH_STATE_KEY, READ_SCOPE, AttemptListener, TokenAttempt, TokenManager
+from workers.magnify.client import MagnifyClient, RetryPolicy
 
 
 def token_manager(

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bridge.store import StoredEvent
+from bridge.store.records import StoredEvent
 from config.rules import load_rules
 from config.settings import DEFAULT_RULES_FILE
 from workers.mapping import BROADCAST_ID_NAMESPACE, action_key, plan_actions
@@ -120,7 +120,7 @@ def test_backoff_is_bounded_jittered_and_honours_retry_after() -> None:
 
 
 def test_retry_age_restarts_at_the_latest_replay() -> None:
-    from workers.jobs import _age_origin
+    from workers.retry import age_origin as _age_origin
 
     event = stored("t", {})
     event.received_at = 1_000_000

@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.labels import event_type_label
 from bridge.simulators import Simulators
-from bridge.stats import Stats
+from bridge.store.stats import Stats
 from tests.conftest import Service, SettingsFactory, run_worker_burst
 from tests.redis_server import RedisServer
 from tests.test_delivery import magnews_event, set_faults
@@ -169,8 +169,8 @@ def test_event_type_labels_are_bounded() -> None:
 
 
 def test_each_app_has_its_own_registry(make_settings: SettingsFactory) -> None:
-    from bridge.app import create_app
-    from bridge.metrics import WEB_METRICS
+    from bridge.web.app import create_app
+    from bridge.web.metrics import WEB_METRICS
 
     first, second = create_app(make_settings()), create_app(make_settings())
     assert first[WEB_METRICS].registry is not second[WEB_METRICS].registry

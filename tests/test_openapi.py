@@ -8,8 +8,8 @@ from typing import Any
 import jsonschema
 import redis.asyncio as aioredis
 
-from bridge.app import create_app
-from bridge.openapi import build_openapi
+from bridge.web.app import create_app
+from bridge.web.openapi import build_openapi
 from tests.conftest import Service, SettingsFactory, run_worker_burst
 from tests.test_delivery import magnews_event
 from tests.test_probes import running_worker

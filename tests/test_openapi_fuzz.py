@@ -35,7 +35,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from bridge.openapi import build_openapi
+from bridge.web.openapi import build_openapi
 from tests.conftest import SettingsFactory, run_worker_burst
 from tests.test_delivery import magnews_event
 

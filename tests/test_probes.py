@@ -12,7 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from arq import Worker
 
-from bridge.health import MAGNIFY_AUTH_KEY, WORKER_HEARTBEAT_KEY
+from bridge.web.health import MAGNIFY_AUTH_KEY, WORKER_HEARTBEAT_KEY
 from config.settings import Settings
 from tests.conftest import Service, SettingsFactory
 from tests.redis_server import RedisServer
@@ -74,7 +74,7 @@ async def test_readiness_needs_a_fresh_worker_heartbeat(
     status, body = await ready(service)
     assert status == 503
     assert body["reasons"] == [
-        "worker: no heartbeat in the last 6 s (arq:queue:health-check is missing): is a worker running?"
+        "worker: no heartbeat in the last 6 s (mb:worker:heartbeat is missing): is a worker running?"
     ]
     assert body["checks"]["redis"] == {"ok": True}
     async with running_worker(settings, redis):

@@ -13,8 +13,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
-from bridge.health import WORKER_HEARTBEAT_KEY
 from bridge.simulators import SIM_CORE, Simulators
+from bridge.web.health import WORKER_HEARTBEAT_KEY
 from config.rules import load_rules
 from tests.conftest import Service, SettingsFactory
 from tests.processes import settings_env

@@ -20,10 +20,10 @@ import pytest
 import redis.asyncio as aioredis
 import structlog
 
-from bridge.check import run_check
+from bridge.cli.check import run_check
 from bridge.logs import configure_logging
 from bridge.simulators import Simulators
-from bridge.webhook_guard import client_address
+from bridge.web.webhook_guard import client_address
 from config.errors import ConfigError
 from config.settings import Settings, load_settings
 from tests.conftest import Service, SettingsFactory, run_worker_burst

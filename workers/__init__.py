@@ -1,5 +1,6 @@
-"""arq worker: mapping, delivery to MagicBell and Magnews, retries and the Magnify poller."""
+"""arq worker: delivery jobs, mapping, delivery to MagicBell and Magnews, retries and the Magnify poller.
 
-from workers.worker import WorkerSettings, create_worker
+Run it with ``magbridge worker`` (``workers.supervisor``) or arq's own ``arq workers.worker.WorkerSettings``.
+"""
 
-__all__ = ["WorkerSettings", "create_worker"]
+__all__: list[str] = []

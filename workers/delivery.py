@@ -19,9 +19,9 @@ import structlog
 from structlog.typing import FilteringBoundLogger
 
 from bridge.events import format_time
-from bridge.stats import StatsBuffer
+from bridge.store.stats import StatsBuffer
 from config.errors import DeliveryDeferred, DeliveryError, TransientDeliveryError
-from workers.http import ApiResponse
+from workers.destinations.http import ApiResponse
 from workers.mapping import PlannedAction, Request
 
 __all__ = ["ActionOutcome", "Batch", "DeliveryContext", "Sender", "deliver_action", "new_record"]

@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from bridge.store import keys
+
 __all__ = ["Ledger"]
 
 
@@ -24,7 +26,7 @@ class Ledger:
 
     @staticmethod
     def _key(request_key: str) -> str:
-        return f"mb:ledger:{request_key}"
+        return keys.ledger(request_key)
 
     async def delivered(self, request_keys: list[str]) -> dict[str, dict[str, Any]]:
         """The ledger entries of those keys that were delivered."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import jinja2
 
-from bridge.store import StoredEvent
+from bridge.store.records import StoredEvent
 from config.rules import BroadcastSpec, CompiledRule, MergeSpec, RuleSet, RuleTemplate
 
 __all__ = ["BROADCAST_ID_NAMESPACE", "PlannedAction", "Request", "action_key", "plan_actions"]

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from bridge.health import healthz
+from bridge.web.health import healthz
 from config.settings import Settings
 
 __all__ = ["start_probes"]

@@ -3,7 +3,7 @@
 Started in the worker's startup and stopped in its shutdown (before the HTTP session closes):
 
 - :class:`~workers.rules_reload.RulesReloader`: SIGHUP and a content check of the rules file.
-- :func:`~workers.magnews_token.keep_fresh`: with the refresh-token flow, renews the Magnews access
+- :func:`~workers.destinations.magnews_auth.keep_fresh`: with the refresh-token flow, renews the Magnews access
   token before it lapses even while there is nothing to deliver.
 - :func:`~workers.probes.start_probes`: ``/healthz`` and ``/readyz`` when ``WORKER_PROBES`` is on,
   except inside ``magbridge run``, whose web service already answers them on that port.
@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from config.settings import Settings
-from workers.magnews_token import MagnewsTokens, RefreshingToken, keep_fresh
+from workers.destinations.magnews_auth import MagnewsTokens, RefreshingToken, keep_fresh
 from workers.probes import start_probes
 from workers.rules_reload import RulesHolder, RulesReloader
 

@@ -1,0 +1,79 @@
+"""The lifecycle of delivery runs in Redis: ``begin`` a job's runs, ``queue_settle`` their outcomes.
+
+A job runs only the events it owns (their ``job`` field, see ``bridge.store.queue``): an event that
+another job took over, or that is final, is skipped, so a job that runs twice (arq re-runs one whose
+worker died) or a stale one repeats nothing. Each costs one script call for the whole job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+
+from bridge.store import keys
+from bridge.store.records import StoredEvent, now_ms, stored_event
+from bridge.store.scripts import script
+
+__all__ = ["SKIPPED", "DeliveryRuns", "RunOutcome"]
+
+SKIPPED = "skipped"
+"""``begin``'s answer for an event this job does not own."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """What a delivery run came to. ``outcome``: ``done`` (``status`` is final), ``retry`` (``next_job``
+    owns it, due at ``due_ms``), ``again`` (interrupted: the same job runs it again), ``gone`` (the
+    event expired)."""
+
+    event_id: str
+    status: str
+    outcome: str
+    error: str = ""
+    due_ms: int = 0
+    next_job: str = ""
+    actions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class DeliveryRuns:
+    def __init__(self, redis: aioredis.Redis, *, retention_seconds: int):
+        self._retention_ms = retention_seconds * 1000
+        self._begin = script(redis, __package__, "begin.lua")
+        self._settle = script(redis, __package__, "settle.lua")
+
+    async def begin(self, job_id: str, event_ids: Sequence[str]) -> list[StoredEvent | str | None]:
+        """Mark the events ``job_id`` owns as delivering and count a run of each; per event its record,
+        ``None`` when it is gone, or ``SKIPPED``."""
+        rows = await self._begin(args=[now_ms(), keys.EVENT_PREFIX, keys.ACTIONS_PREFIX, job_id, *event_ids])
+        events: list[StoredEvent | str | None] = []
+        for event_id, row in zip(event_ids, rows, strict=True):
+            if not isinstance(row, list):
+                events.append(SKIPPED if row else None)
+                continue
+            fields, actions = (dict(zip(flat[::2], flat[1::2], strict=True)) for flat in row)
+            events.append(stored_event(event_id, fields, actions))
+        return events
+
+    async def queue_settle(
+        self, pipe: Pipeline, outcomes: list[RunOutcome], *, ledger: Sequence[tuple[str, str]], ledger_ttl: int
+    ) -> None:
+        """Add to ``pipe`` one script call that records every run's outcome and writes the ledger
+        entries ``(key, entry)``."""
+        args: list[str | int] = [
+            now_ms(), self._retention_ms, ledger_ttl, keys.EVENT_PREFIX, keys.ACTIONS_PREFIX, len(ledger)
+        ]  # fmt: skip
+        for key, entry in ledger:
+            args += [key, entry]
+        for run in outcomes:
+            args += [run.event_id, run.status, run.error, run.outcome, run.due_ms, run.next_job, len(run.actions)]
+            for action_key, record in run.actions.items():
+                args += [action_key, orjson.dumps(record).decode()]
+        await self._settle(keys=_SETTLE_KEYS, args=args, client=pipe)  # queued in the pipeline, sent with it
+
+
+_SETTLE_KEYS = [keys.PENDING_INDEX, keys.DEAD_INDEX, keys.STATS]

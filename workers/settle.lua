@@ -1,0 +1,49 @@
+-- Record the outcomes of one job's delivery runs and the ledger entries of what they delivered.
+-- KEYS: pending index, dead-letter index, stats hash.
+-- ARGV: now_ms, retention_ms, ledger TTL (s), event key prefix, actions key prefix, count of
+-- ledger entries, then key and entry of each, then per run: event id, status, error, outcome,
+-- due at (ms), next job id, count of action records, then key and record of each.
+-- Outcomes: 'done' (status is final), 'retry' (the next job owns it, due at its time), 'again'
+-- (interrupted: the same job runs it again), 'gone' (the event expired before its run).
+local now = ARGV[1]
+local retention = ARGV[2]
+local i = 7
+for _ = 1, tonumber(ARGV[6]) do
+  redis.call('SET', ARGV[i], ARGV[i + 1], 'EX', ARGV[3])
+  i = i + 2
+end
+while i <= #ARGV do
+  local id, status, err, outcome, due, job = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  local count = tonumber(ARGV[i + 6])
+  i = i + 7
+  local event, actions = ARGV[4] .. id, ARGV[5] .. id
+  if count > 0 then
+    redis.call('HSET', actions, unpack(ARGV, i, i + 2 * count - 1))
+    i = i + 2 * count
+  end
+  if outcome == 'done' then
+    redis.call('HSET', event, 'status', status, 'updated_at', now, 'error', err)
+    redis.call('HDEL', event, 'job')
+    redis.call('ZREM', KEYS[1], id)
+    if status == 'failed' then
+      redis.call('ZADD', KEYS[2], now, id)
+      redis.call('PERSIST', event)
+      redis.call('PERSIST', actions)
+    else
+      redis.call('ZREM', KEYS[2], id)
+      redis.call('PEXPIRE', event, retention)
+      redis.call('PEXPIRE', actions, retention)
+    end
+    redis.call('HINCRBY', KEYS[3], 'events_finished|status=' .. status, 1)
+  elseif outcome == 'gone' then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    redis.call('HSET', event, 'status', status, 'updated_at', now)
+    if outcome == 'retry' then
+      redis.call('HSET', event, 'job', job)
+      redis.call('ZADD', KEYS[1], due, id)
+    end
+    if count > 0 then redis.call('PEXPIRE', actions, retention) end
+  end
+end
+return 1

@@ -1,0 +1,75 @@
+"""``magbridge worker``: arq's ``Worker``, restarted when Redis goes away, stopped gracefully on a signal.
+
+arq's worker stops at the first Redis error of its poll loop. The supervisor logs it, closes that
+worker (its running jobs are cancelled; arq runs them again once their in-progress lock lapses) and
+starts a new one after a second, for as long as it takes: an outage never ends the process. On
+SIGTERM or SIGINT it stops taking jobs, gives the running ones ``job_timeout_seconds`` to finish
+(arq's ``handle_sig_wait_for_completion``) and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
+import structlog
+from arq.worker import Worker
+from redis.exceptions import RedisError
+
+from config.settings import Settings
+from workers.worker import create_worker, shutdown
+
+__all__ = ["WorkerSupervisor"]
+
+_log = structlog.get_logger("magbridge.worker")
+_RESTART_SECONDS = 1.0
+
+
+class WorkerSupervisor:
+    def __init__(self, settings: Settings, **overrides: Any):
+        self._settings = settings
+        self._overrides = overrides
+        self._stopping = asyncio.Event()
+        self.worker: Worker | None = None
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        """Stop taking jobs; running ones get the job timeout to finish."""
+        self._stopping.set()
+        if self.worker is not None:
+            self.worker.handle_sig_wait_for_completion(signal.Signals(signum))
+
+    def handle_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self.stop, signum)
+
+    async def run(self) -> None:
+        """Run workers until ``stop``; a worker that lost Redis is replaced."""
+        while not self._stopping.is_set():
+            worker = self.worker = create_worker(self._settings, handle_signals=False, **self._overrides)
+            try:
+                await worker.async_run()
+                return  # a burst worker that ran out of jobs
+            except asyncio.CancelledError:
+                if not self._stopping.is_set():
+                    raise
+            except (RedisError, OSError) as exc:
+                _log.warning("redis unavailable, worker waiting", error=str(exc) or type(exc).__name__)
+            finally:
+                await _close(worker)
+                self.worker = None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), _RESTART_SECONDS)
+
+
+async def _close(worker: Worker) -> None:
+    """arq's ``close``; where it stops at Redis (a job that failed with it, the heartbeat it deletes),
+    the rest of it: the process's resources and the pool."""
+    try:
+        await worker.close()
+    except (RedisError, OSError, asyncio.CancelledError):
+        await shutdown(worker.ctx)
+        with contextlib.suppress(RedisError, OSError):
+            await worker.pool.aclose()
