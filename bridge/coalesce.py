@@ -5,6 +5,7 @@ storing events, deliveries asking a destination's gate for a slot). ``Coalescer.
 item and waits; on the next iteration (or ``window`` seconds after the first item, for calls that
 can wait a little to share more), or as soon as ``max_weight`` is queued, one ``flush`` call serves
 every queued item and each caller gets its own result. A failed flush fails every caller in it.
+``drain`` serves what is queued at once and waits for every flush in flight.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Coalescer(Generic[T, R]):
         self._weight = weight
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._queued_weight = 0
+        self._timer: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
@@ -47,16 +49,28 @@ class Coalescer(Generic[T, R]):
         future: asyncio.Future[R] = loop.create_future()
         if not self._pending:
             if self._window:
-                loop.call_later(self._window, self._flush)
+                self._timer = loop.call_later(self._window, self._flush)
             else:
-                loop.call_soon(self._flush)
+                self._timer = loop.call_soon(self._flush)
         self._pending.append((item, future))
         self._queued_weight += self._weight(item)
         if self._queued_weight >= self._max_weight:
             self._flush()
         return future
 
+    async def drain(self) -> None:
+        """Serve what is queued now and wait for every flush in flight (their failures are the
+        callers', not raised here)."""
+        self._flush()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     def _flush(self) -> None:
+        if self._timer is not None:
+            # An early flush (max_weight, drain) ends this batch's wait: the next batch's window
+            # starts with its own first item, not with this one's.
+            self._timer.cancel()
+            self._timer = None
         if not self._pending:
             return
         batch, self._pending, self._queued_weight = self._pending, [], 0

@@ -38,6 +38,7 @@ from bridge.cli.magnews_webhook import (
 )
 from bridge.logs import configure_logging
 from bridge.store.connections import open_redis
+from bridge.store.records import text
 from config.errors import ConfigError, DeliveryError, MagbridgeError, StoreUnavailable
 from config.rules import load_rules
 from config.settings import Settings, load_settings
@@ -81,13 +82,12 @@ async def _redis_outcome(redis: aioredis.Redis, url: str) -> Outcome:
         raise StoreUnavailable(f"redis at {_where(url)} does not answer: {exc}") from exc
     info: dict[str, Any] = await redis.info()
     try:
-        fsync = next(iter((await redis.config_get("appendfsync")).values()), None)
+        reply = next(iter((await redis.config_get("appendfsync")).values()), None)
     except ResponseError:  # managed Redis often refuses CONFIG
-        fsync = None
+        reply = None
+    fsync = None if reply is None else text(reply)
     policy = str(info.get("maxmemory_policy", "?"))
     aof = bool(info.get("aof_enabled"))
-    if isinstance(fsync, bytes):
-        fsync = fsync.decode()
     detail = (
         f"redis {info.get('redis_version', '?')} at {_where(url)}, aof {'on' if aof else 'off'}"
         f"{f' (appendfsync {fsync})' if aof and fsync else ''}, maxmemory-policy {policy}"

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from bridge.events import format_time
 from bridge.store.reads import EventReader
 from bridge.store.records import EVENT_STATUSES, StoredEvent
 
@@ -69,10 +70,10 @@ def parse_instant(value: str | int, parameter: str) -> int:
 
 
 def format_ms(ms: int | None) -> str | None:
-    """ISO 8601 in UTC with milliseconds, as every time the bridge shows."""
+    """Epoch milliseconds as ``bridge.events.format_time`` shows every time: ISO 8601, UTC, milliseconds, ``Z``."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_time(datetime.fromtimestamp(ms / 1000, tz=UTC))
 
 
 def encode_cursor(position: tuple[int, str]) -> str:

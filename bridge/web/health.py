@@ -21,6 +21,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from bridge.store import keys
+from bridge.store.records import text
 from bridge.web.state import REDIS, SETTINGS
 from config.settings import Settings
 
@@ -31,16 +32,11 @@ MAGNIFY_AUTH_KEY = keys.MAGNIFY_AUTH
 _TIMEOUT_SECONDS = 2.0
 
 
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
 def _magnify_check(raw: bytes | str | None) -> dict[str, Any]:
-    text = _text(raw)
-    if text is None:
+    if raw is None:
         return {"ok": False, "reason": "magnify: credentials not checked yet (no poll has run; is a worker running?)"}
     try:
-        auth = json.loads(text)
+        auth = json.loads(text(raw))
         ok, error, at = bool(auth["ok"]), str(auth.get("error") or ""), auth.get("at")
     except (ValueError, KeyError, TypeError):
         return {"ok": False, "reason": f"magnify: unreadable credential status in {MAGNIFY_AUTH_KEY}"}
@@ -66,7 +62,7 @@ async def check_readiness(redis: aioredis.Redis, settings: Settings) -> dict[str
             reason = f"worker: no heartbeat in the last 6 s ({WORKER_HEARTBEAT_KEY} is missing): is a worker running?"
             checks["worker"] = {"ok": False, "reason": reason}
         else:
-            checks["worker"] = {"ok": True, "heartbeat": _text(heartbeat)}
+            checks["worker"] = {"ok": True, "heartbeat": text(heartbeat)}
     if settings.magnify_enabled:
         checks["magnify"] = _magnify_check(magnify_auth)
     return checks

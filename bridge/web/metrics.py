@@ -44,6 +44,7 @@ from redis.exceptions import RedisError
 
 from bridge.store import keys
 from bridge.store.reads import EventReader
+from bridge.store.records import text
 from bridge.store.stats import GAUGES_KEY, HIST_PREFIX, LATENCY_BUCKETS, STATS_KEY
 from bridge.web.health import MAGNIFY_AUTH_KEY, WORKER_HEARTBEAT_KEY
 from bridge.web.problems import PROBLEM_TITLE
@@ -97,10 +98,6 @@ _HELP = {
     "worker_up": "1 while a worker heartbeat is fresh (mb:worker:heartbeat), else 0.",
     "magnify_auth_ok": "1 when the last Magnify token request succeeded (mb:magnify:auth), else 0.",
 }
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def _labels(text: str) -> dict[str, str] | None:
@@ -162,7 +159,7 @@ class HistogramKeys:
 
     async def current(self, redis: aioredis.Redis) -> list[str]:
         if time.monotonic() - self._scanned_at >= self.rescan_seconds:
-            self.keys |= {_text(key) async for key in redis.scan_iter(match=HIST_PREFIX + "*", count=1000)}
+            self.keys |= {text(key) async for key in redis.scan_iter(match=HIST_PREFIX + "*", count=1000)}
             self._scanned_at = time.monotonic()
         return sorted(self.keys)
 
@@ -193,10 +190,10 @@ async def read_snapshot(redis: aioredis.Redis, store: EventReader, histograms: H
         except (ValueError, AttributeError):
             magnify_ok = False
     return Snapshot(
-        counters={_text(k): _text(v) for k, v in stats.items()},
-        gauges={_text(k): _text(v) for k, v in gauges.items()},
+        counters={text(k): text(v) for k, v in stats.items()},
+        gauges={text(k): text(v) for k, v in gauges.items()},
         histograms={
-            key[len(HIST_PREFIX) :]: {_text(k): _text(v) for k, v in raw.items()}
+            key[len(HIST_PREFIX) :]: {text(k): text(v) for k, v in raw.items()}
             for key, raw in zip(hist_keys, hists, strict=True)
             if raw
         },

@@ -31,7 +31,6 @@ import hashlib
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
@@ -42,9 +41,10 @@ from redis.exceptions import RedisError
 
 from bridge.store import keys
 from bridge.store.lease import Lease
+from bridge.store.records import text
 from config.errors import ConfigError, MagnewsAuthError, PermanentDeliveryError
 from config.settings import Settings
-from workers.destinations.http import post_form
+from workers.oauth import AccessToken, TokenCache, granted, read_grant, refusal_reason, request_token
 
 __all__ = [
     "ACCESS_TOKEN_KEY",
@@ -64,9 +64,6 @@ ACCESS_TOKEN_KEY = keys.MAGNEWS_ACCESS_TOKEN
 REFRESH_LOCK_KEY = keys.MAGNEWS_TOKEN_LOCK
 """Redis lease held by the one process that is talking to the token endpoint."""
 
-_EARLY_FRACTION = 0.1
-_EARLY_MAX_SECONDS = 60.0
-_DEFAULT_EXPIRES_IN = 3600.0
 _REFUSAL_COOLDOWN_SECONDS = 5.0
 _LOCK_POLL_SECONDS = 0.05
 
@@ -110,17 +107,6 @@ class StaticToken:
         return "static token (MAGBRIDGE_MAGNEWS_TOKEN)"
 
 
-@dataclass(frozen=True, slots=True)
-class _Access:
-    value: str
-    expires_at: float  # epoch seconds: shared between processes, so wall-clock time
-    refresh_at: float
-
-
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def fingerprint(secret: SecretStr) -> str:
     """A short, one-way name for a refresh token (to tell a new setting from the one already used)."""
     return hashlib.sha256(secret.get_secret_value().encode()).hexdigest()[:16]
@@ -154,8 +140,8 @@ class RefreshingToken:
         self._timeout = timeout
         self._clock = clock
         self._lease_seconds = 2 * timeout + 5
-        self._lock = asyncio.Lock()
-        self._current: _Access | None = None
+        # Times are epoch seconds (the clock is wall-clock time): the token is shared between processes.
+        self._cache = TokenCache(self._obtain, self._usable)
         self._rejected: str | None = None
         self._unsaved: str | None = None  # a rotated refresh token Redis has not taken yet
         self._refused: tuple[float, MagnewsAuthError] | None = None
@@ -165,37 +151,29 @@ class RefreshingToken:
     def describe(self) -> str:
         return f"refresh-token flow at {self._token_url} (client {self._client_id})"
 
-    def _usable(self, access: _Access | None) -> bool:
-        return access is not None and access.value != self._rejected and self._clock() < access.refresh_at
+    def _usable(self, access: AccessToken) -> bool:
+        return access.value != self._rejected and self._clock() < access.refresh_at
 
     async def bearer(self) -> str:
-        current = self._current
-        if current is not None and self._usable(current):
-            return current.value
-        async with self._lock:  # callers queued here find the refresh of the first one done
-            current = self._current
-            if current is None or not self._usable(current):
-                current = self._current = await self._obtain()
-            return current.value
+        return await self._cache.value()
 
     def invalidate(self, token: str) -> None:
         self._rejected = token
-        if self._current is not None and self._current.value == token:
-            self._current = None
+        self._cache.forget(token)
 
     def seconds_until_refresh(self) -> float:
         """How long the current access token is still handed out without renewal (0 if there is none)."""
-        current = self._current
+        current = self._cache.current
         return max(0.0, current.refresh_at - self._clock()) if current is not None else 0.0
 
     async def flush(self) -> None:
         """Write a rotated refresh token that Redis could not take earlier."""
         if self._unsaved is not None:
-            async with self._lock:
+            async with self._cache.lock:  # not while a refresh may be rotating it
                 if self._unsaved is not None:
                     await self._save_refresh_token(self._unsaved)
 
-    async def _obtain(self) -> _Access:
+    async def _obtain(self) -> AccessToken:
         """The shared access token, or a new one from the one process holding the lease."""
         if self._refused is not None and self._clock() < self._refused[0]:
             refused = self._refused[1]
@@ -219,11 +197,12 @@ class RefreshingToken:
         except (RedisError, OSError) as exc:
             raise MagnewsAuthError(f"magnews: cannot coordinate the token refresh, Redis: {exc}") from exc
 
-    async def _shared(self) -> _Access | None:
+    async def _shared(self) -> AccessToken | None:
         raw: dict[Any, Any] = await self._redis.hgetall(ACCESS_TOKEN_KEY)  # type: ignore[misc]
-        fields = {_text(key): _text(value) for key, value in raw.items()}
+        fields = {text(key): text(value) for key, value in raw.items()}
         try:
-            access = _Access(str(fields["token"]), float(str(fields["expires_at"])), float(str(fields["refresh_at"])))
+            expires_at, refresh_at = float(str(fields["expires_at"])), float(str(fields["refresh_at"]))
+            access = AccessToken(str(fields["token"]), expires_at, refresh_at)
         except (KeyError, ValueError):
             return None
         return access if self._usable(access) else None
@@ -233,13 +212,13 @@ class RefreshingToken:
         if self._unsaved is not None:
             return self._unsaved, "memory"
         raw: dict[Any, Any] = await self._redis.hgetall(REFRESH_TOKEN_KEY)  # type: ignore[misc]
-        fields = {_text(key): _text(value) for key, value in raw.items()}
+        fields = {text(key): text(value) for key, value in raw.items()}
         stored = fields.get("token")
         if stored and fields.get("seed") == self._seed:
             return stored, "redis"
         return self._setting.get_secret_value(), "settings"
 
-    async def _refresh(self) -> _Access:
+    async def _refresh(self) -> AccessToken:
         refresh_token, source = await self._refresh_token()
         rotated: str | None = None
         try:
@@ -276,7 +255,7 @@ class RefreshingToken:
         else:
             self._unsaved = None
 
-    async def _save_access(self, access: _Access) -> None:
+    async def _save_access(self, access: AccessToken) -> None:
         """Share the access token with the other processes; without Redis, each keeps its own."""
         mapping = {"token": access.value, "expires_at": access.expires_at, "refresh_at": access.refresh_at}
         try:
@@ -288,38 +267,27 @@ class RefreshingToken:
             _log.warning("magnews access token not shared", error=str(exc))
 
     async def _post(self, refresh_token: str) -> tuple[int, Any]:
-        form = {
-            "grant_type": "refresh_token",
-            "client_id": self._client_id,
-            "client_secret": self._client_secret.get_secret_value(),
-            "refresh_token": refresh_token,
-        }
-        reply = await post_form(
+        reply = await request_token(
             self._session,
             self._token_url,
-            form,
+            grant_type="refresh_token",
+            client_id=self._client_id,
+            client_secret=self._client_secret,
+            fields={"refresh_token": refresh_token},
             timeout=self._timeout,
             fail=lambda reason: MagnewsAuthError(f"magnews token endpoint: {reason}"),
         )
         return reply.status, reply.body
 
-    def _parse(self, status: int, body: Any) -> _Access:
-        if status >= 400 or not isinstance(body, dict):
+    def _parse(self, status: int, body: Any) -> AccessToken:
+        if not granted(status, body):
             raise _refusal(status, body)
-        value = body.get("access_token")
-        expires_in = body.get("expires_in", _DEFAULT_EXPIRES_IN)
-        if not isinstance(value, str) or not value:
-            raise MagnewsAuthError("magnews token endpoint: the response has no access_token", status=status)
-        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or expires_in < 0:
-            raise MagnewsAuthError(f"magnews token endpoint: bad expires_in {expires_in!r}", status=status)
-        now = self._clock()
-        early = min(_EARLY_MAX_SECONDS, expires_in * _EARLY_FRACTION)
-        return _Access(value, now + expires_in, now + expires_in - early)
+        return read_grant(status, body, api="magnews", error=MagnewsAuthError, clock=self._clock)
 
 
 def _rotated(status: int, body: Any) -> str | None:
     """The new refresh token of a successful grant, if the provider rotated it."""
-    if status >= 400 or not isinstance(body, dict):
+    if not granted(status, body):
         return None
     rotated = body.get("refresh_token")
     return rotated if isinstance(rotated, str) and rotated else None
@@ -327,21 +295,12 @@ def _rotated(status: int, body: Any) -> str | None:
 
 def _refusal(status: int, body: Any) -> MagnewsAuthError:
     """The token endpoint's RFC 6749 ``error``/``error_description`` as a message that says what to do."""
-    detail = ""
-    if isinstance(body, dict):
-        parts = [str(body[name]) for name in ("error", "error_description") if body.get(name)]
-        detail = ": " + ": ".join(parts) if parts else ""
+    reason = refusal_reason(status, body, refused="refused the client or the refresh token")
+    hint = ""
     if status in (400, 401):
-        what = "refused the client or the refresh token"
         hint = "; check MAGBRIDGE_MAGNEWS_CLIENT_ID/_CLIENT_SECRET, or set MAGBRIDGE_MAGNEWS_REFRESH_TOKEN to a new one"
-    elif status == 429 or status >= 500:
-        what, hint = "is unavailable", ""
-    else:
-        what, hint = "answered an unexpected response", ""
     retry_after = _REFUSAL_COOLDOWN_SECONDS
-    return MagnewsAuthError(
-        f"magnews token endpoint {what} (HTTP {status}{detail}){hint}", status=status, retry_after=retry_after
-    )
+    return MagnewsAuthError(f"magnews token endpoint {reason}{hint}", status=status, retry_after=retry_after)
 
 
 def magnews_tokens(session: aiohttp.ClientSession, settings: Settings, redis: aioredis.Redis | None) -> MagnewsTokens:

@@ -2,9 +2,10 @@
 
 Jobs in one worker process hand their merge to ``MergeBatcher.merge`` and wait. Merges for the same
 database and options are sent together once ``max_size`` are waiting or ``max_wait`` has passed
-since the first; each caller gets its own contact's result back: a per-item ``ok: false`` fails
-that action only, while a failure of the whole call (timeout, 5xx, deferral) is every caller's.
-A lone merge is sent as a plain ``/v19/contacts/merge``.
+since the first (one ``bridge.coalesce.Coalescer`` per database and options); each caller gets its
+own contact's result back: a per-item ``ok: false`` fails that action only, while a failure of the
+whole call (timeout, 5xx, deferral) is every caller's. A lone merge is sent as a plain
+``/v19/contacts/merge``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
 
+from bridge.coalesce import Coalescer
 from workers.destinations.http import ApiResponse
 
 __all__ = ["BatchSender", "MergeBatcher", "SingleSender"]
@@ -26,13 +28,8 @@ SingleSender = Callable[[dict[str, Any], dict[str, Any], str], Awaitable[ApiResp
 BatchSender = Callable[[int, list[dict[str, Any]], dict[str, Any], str], Awaitable[list[ApiResponse | Exception]]]
 """``(iddatabase, contacts' values, options, idempotency_key) -> one result per contact``."""
 
-
-@dataclass(slots=True)
-class _Pending:
-    database: int
-    options: dict[str, Any]
-    items: list[tuple[dict[str, Any], str, asyncio.Future[ApiResponse]]] = field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
+_Merge = tuple[dict[str, Any], str]
+"""One queued merge: the contact's values and the action's idempotency key."""
 
 
 class MergeBatcher:
@@ -41,59 +38,34 @@ class MergeBatcher:
         self._batch = batch
         self._max_size = max_size
         self._max_wait = max_wait
-        self._pending: dict[str, _Pending] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        # One per database and options; their number is bounded by the rules' distinct merge options.
+        self._groups: dict[str, Coalescer[_Merge, ApiResponse | Exception]] = {}
 
     async def merge(self, values: dict[str, Any], options: dict[str, Any], key: str) -> ApiResponse:
         """Queue one merge for the next batch and wait for its own result."""
         database = int(options["iddatabase"])
         rest = {name: value for name, value in options.items() if name != "iddatabase"}
         group = f"{database}:{orjson.dumps(rest, option=orjson.OPT_SORT_KEYS).decode()}"
-        pending = self._pending.get(group)
-        if pending is None:
-            pending = self._pending[group] = _Pending(database, rest)
-            pending.timer = asyncio.get_running_loop().call_later(self._max_wait, self._flush, group)
-        future: asyncio.Future[ApiResponse] = asyncio.get_running_loop().create_future()
-        pending.items.append((values, key, future))
-        if len(pending.items) >= self._max_size:
-            self._flush(group)
-        return await future
+        coalescer = self._groups.get(group)
+        if coalescer is None:
+            coalescer = self._groups[group] = Coalescer(
+                partial(self._send, database, rest), max_weight=self._max_size, window=self._max_wait
+            )
+        result = await coalescer.submit((values, key))
+        if isinstance(result, Exception):
+            raise result  # this contact's own failure in a batch that otherwise went through
+        return result
 
-    def _flush(self, group: str) -> None:
-        pending = self._pending.pop(group, None)
-        if pending is None:
-            return
-        if pending.timer is not None:
-            pending.timer.cancel()
-        task = asyncio.create_task(self._send(pending))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, pending: _Pending) -> None:
-        futures = [future for _, _, future in pending.items]
-        try:
-            if len(pending.items) == 1:
-                values, key, _ = pending.items[0]
-                options = {**pending.options, "iddatabase": pending.database}
-                results: list[ApiResponse | Exception] = [await self._single(values, options, key)]
-            else:
-                # The batch's own key is stable for the same set of contacts, so a resend is idempotent.
-                batch_key = hashlib.sha256("\n".join(key for _, key, _ in pending.items).encode()).hexdigest()
-                contacts = [values for values, _, _ in pending.items]
-                results = await self._batch(pending.database, contacts, pending.options, batch_key)
-        except Exception as exc:
-            results = [exc] * len(futures)
-        for future, result in zip(futures, results, strict=True):
-            if future.done():
-                continue  # the caller was cancelled
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+    async def _send(
+        self, database: int, options: dict[str, Any], merges: list[_Merge]
+    ) -> list[ApiResponse | Exception]:
+        if len(merges) == 1:
+            values, key = merges[0]
+            return [await self._single(values, {**options, "iddatabase": database}, key)]
+        # The batch's own key is stable for the same set of contacts, so a resend is idempotent.
+        batch_key = hashlib.sha256("\n".join(key for _, key in merges).encode()).hexdigest()
+        return await self._batch(database, [values for values, _ in merges], options, batch_key)
 
     async def close(self) -> None:
         """Send what is waiting and let the calls in flight finish."""
-        for group in list(self._pending):
-            self._flush(group)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(coalescer.drain() for coalescer in list(self._groups.values())))

@@ -14,7 +14,6 @@ error message or a log line.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from pydantic import SecretStr
 
 from bridge.store import keys
 from config.errors import MagnifyAuthError
-from workers.destinations.http import post_form
+from workers.oauth import AccessToken, TokenCache, granted, read_grant, refusal_reason, request_token, unavailable
 
 __all__ = [
     "AUTH_STATE_KEY",
@@ -40,10 +39,6 @@ __all__ = [
 READ_SCOPE = "partner-api/motions.read"
 AUTH_STATE_KEY = keys.MAGNIFY_AUTH
 """Redis key: JSON ``{"ok": bool, "error": str, "at": epoch_ms}`` of the latest token attempt (no expiry)."""
-
-_EARLY_FRACTION = 0.1
-_EARLY_MAX_SECONDS = 60.0
-_DEFAULT_EXPIRES_IN = 3600  # the documented lifetime, for a response that leaves it out
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +58,6 @@ RequestListener = Callable[[str, str], Awaitable[None]]
 def status_class(status: int | None) -> str:
     """``2xx``, ``4xx``, ``5xx``..., or ``error`` when no response came back."""
     return "error" if status is None else f"{status // 100}xx"
-
-
-@dataclass(frozen=True, slots=True)
-class _Token:
-    value: str
-    refresh_at: float  # on the manager's clock
 
 
 class TokenManager:
@@ -96,34 +85,19 @@ class TokenManager:
         self._on_attempt = on_attempt
         self._on_request = on_request
         self._clock = clock
-        self._current: _Token | None = None
-        self._lock = asyncio.Lock()
+        self._cache = TokenCache(self._fetch, lambda token: self._clock() < token.refresh_at)
         self.fetches = 0
         """Requests made to the token endpoint by this manager."""
 
-    def _fresh(self) -> str | None:
-        current = self._current
-        return current.value if current is not None and self._clock() < current.refresh_at else None
-
     async def token(self) -> str:
         """A valid access token: the cached one, or one fresh from the token endpoint."""
-        cached = self._fresh()
-        if cached is not None:
-            return cached
-        async with self._lock:
-            # Callers that queued behind a refresh find its result here.
-            cached = self._fresh()
-            if cached is not None:
-                return cached
-            self._current = await self._fetch()
-            return self._current.value
+        return await self._cache.value()
 
     def invalidate(self, token: str) -> None:
         """Forget ``token`` after the API refused it, unless a newer token has replaced it already."""
-        if self._current is not None and self._current.value == token:
-            self._current = None
+        self._cache.forget(token)
 
-    async def _fetch(self) -> _Token:
+    async def _fetch(self) -> AccessToken:
         self.fetches += 1
         status: int | None = None
         try:
@@ -142,49 +116,26 @@ class TokenManager:
             await self._on_attempt(attempt)
 
     async def _post(self) -> tuple[int, Any, float | None]:
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": self._client_id,
-            "client_secret": self._client_secret.get_secret_value(),
-            "scope": self._scope,
-        }
-        reply = await post_form(
+        reply = await request_token(
             self._session,
             self._token_url,
-            form,
+            grant_type="client_credentials",
+            client_id=self._client_id,
+            client_secret=self._client_secret,
+            fields={"scope": self._scope},
             timeout=self._timeout,
             fail=lambda reason: MagnifyAuthError(f"magnify token endpoint: {reason}", transient=True),
         )
         return reply.status, reply.body, reply.retry_after
 
-    def _parse(self, status: int, body: Any, retry_after: float | None) -> _Token:
-        if status >= 400 or not isinstance(body, dict):
+    def _parse(self, status: int, body: Any, retry_after: float | None) -> AccessToken:
+        if not granted(status, body):
             raise _refusal(status, body, retry_after)
-        access_token = body.get("access_token")
-        token_type = body.get("token_type", "Bearer")
-        expires_in = body.get("expires_in", _DEFAULT_EXPIRES_IN)
-        if not isinstance(access_token, str) or not access_token:
-            raise MagnifyAuthError("magnify token endpoint: the response has no access_token", status=status)
-        if not isinstance(token_type, str) or token_type.lower() != "bearer":
-            raise MagnifyAuthError(f"magnify token endpoint: unsupported token_type {token_type!r}", status=status)
-        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or expires_in < 0:
-            raise MagnifyAuthError(f"magnify token endpoint: bad expires_in {expires_in!r}", status=status)
-        early = min(_EARLY_MAX_SECONDS, expires_in * _EARLY_FRACTION)
-        return _Token(access_token, self._clock() + expires_in - early)
+        return read_grant(status, body, api="magnify", error=MagnifyAuthError, clock=self._clock, require_bearer=True)
 
 
 def _refusal(status: int, body: Any, retry_after: float | None) -> MagnifyAuthError:
     """The token endpoint's error (RFC 6749 ``error`` and ``error_description``) as a clear message."""
-    detail = ""
-    if isinstance(body, dict):
-        parts = [str(body[name]) for name in ("error", "error_description") if body.get(name)]
-        detail = ": " + ": ".join(parts) if parts else ""
-    transient = status == 429 or status >= 500
-    if status in (400, 401):
-        what = "refused the client credentials or scope"
-    elif transient:
-        what = "is unavailable"
-    else:
-        what = "answered an unexpected response"
-    message = f"magnify token endpoint {what} (HTTP {status}{detail})"
-    return MagnifyAuthError(message, status=status, transient=transient, retry_after=retry_after)
+    reason = refusal_reason(status, body, refused="refused the client credentials or scope")
+    message = f"magnify token endpoint {reason}"
+    return MagnifyAuthError(message, status=status, transient=unavailable(status), retry_after=retry_after)
