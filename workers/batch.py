@@ -62,12 +62,15 @@ class EventRun:
 
 
 async def deliver_batch(deps: WorkerDeps, job_id: str, runs: list[EventRun], batch: Batch) -> None:
-    """Run each event's delivery; every outcome is left on its ``EventRun``.
+    """Run the delivery of each event of the job's batch, appending an ``EventRun`` per event to
+    ``runs`` with its outcome.
 
     Should the runs not start (Redis), this raises and nothing changed. Should the batch fail once
     started (Redis, a bug), each run not yet decided retries with backoff.
     """
-    events = await deps.runs.begin(job_id, [run.event_id for run in runs])
+    begun = await deps.runs.begin(job_id)
+    runs += [EventRun(event_id) for event_id, _ in begun]
+    events = [event for _, event in begun]
     try:
         await _deliver_batch(deps, job_id, runs, events, batch)
     except Exception as exc:

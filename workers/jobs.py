@@ -1,4 +1,4 @@
-"""The arq job ``deliver_events(event_ids)``: one delivery batch, its outcomes, and its follow-ups.
+"""The arq job ``deliver_events()``: one delivery batch, its outcomes, and its follow-ups.
 
 A job delivers the events it owns (``workers.batch``), then one transaction records every outcome,
 the ledger entries and the counters (``workers.runs``). Events that must come back are handed to
@@ -33,18 +33,19 @@ __all__ = ["deliver_events", "follow_up_jobs"]
 _log = structlog.get_logger("magbridge.jobs")
 
 
-async def deliver_events(ctx: dict[str, Any], event_ids: list[str]) -> str:
-    """arq job: deliver every action of the events this job owns; returns their statuses counted."""
+async def deliver_events(ctx: dict[str, Any]) -> str:
+    """arq job: deliver every action of the events of its batch that it owns; returns their statuses
+    counted."""
     deps: WorkerDeps = ctx["deps"]
     job_id: str = ctx["job_id"]
-    runs = [EventRun(event_id) for event_id in event_ids]
+    runs: list[EventRun] = []
     batch = Batch()
     try:
         try:
             await deliver_batch(deps, job_id, runs, batch)
         finally:
             # Cancelled by a shutdown, the runs still say "queued" instead of "delivering" forever.
-            await asyncio.shield(_finish(deps, ctx["redis"], runs, batch))
+            await asyncio.shield(_finish(deps, ctx["redis"], job_id, runs, batch))
     except (RedisError, OSError) as exc:
         delay = backoff_seconds(ctx.get("job_try", 1), base=1, cap=deps.settings.retry_cap_seconds)
         _log.error("could not record a delivery batch", events=len(runs), error=str(exc), retry_in=round(delay, 1))
@@ -65,10 +66,12 @@ def follow_up_jobs(runs: list[EventRun], now: int) -> dict[str, tuple[int, list[
     return {deliver_job_id(ids, f"retry:{due}"): (due, ids) for due, ids in groups.items()}
 
 
-async def _finish(deps: WorkerDeps, redis: ArqRedis, runs: list[EventRun], batch: Batch) -> None:
+async def _finish(deps: WorkerDeps, redis: ArqRedis, job_id: str, runs: list[EventRun], batch: Batch) -> None:
     """Record the outcomes in one transaction, then queue the follow-ups."""
+    if not runs:  # nothing begun (or an empty batch): nothing to record
+        return
     follow_ups = follow_up_jobs(runs, now_ms())
-    next_job = {event_id: (job_id, due) for job_id, (due, ids) in follow_ups.items() for event_id in ids}
+    next_job = {event_id: (follow_up, due) for follow_up, (due, ids) in follow_ups.items() for event_id in ids}
     outcomes = []
     for run in runs:
         if run.skipped:
@@ -76,13 +79,13 @@ async def _finish(deps: WorkerDeps, redis: ArqRedis, runs: list[EventRun], batch
         if run.event is None:
             outcomes.append(RunOutcome(run.event_id, run.status, "gone"))
             continue
-        job_id, due = next_job.get(run.event_id, ("", 0))
-        outcome = "done" if run.done else "retry" if job_id else "again"
+        follow_up, due = next_job.get(run.event_id, ("", 0))
+        outcome = "done" if run.done else "retry" if follow_up else "again"
         records = {action.key: run.event.actions[action.key] for action in run.changed}
-        outcomes.append(RunOutcome(run.event_id, run.status, outcome, run.error, due, job_id, records))
+        outcomes.append(RunOutcome(run.event_id, run.status, outcome, run.error, due, follow_up, records))
     async with redis.pipeline(transaction=True) as pipe:
         await deps.runs.queue_settle(
-            pipe, outcomes, ledger=deps.ledger.entries(batch.recorded), ledger_ttl=deps.ledger.ttl_seconds
+            pipe, job_id, outcomes, ledger=deps.ledger.entries(batch.recorded), ledger_ttl=deps.ledger.ttl_seconds
         )
         batch.stats.queue(pipe)
         await pipe.execute()
@@ -90,8 +93,8 @@ async def _finish(deps: WorkerDeps, redis: ArqRedis, runs: list[EventRun], batch
     try:
         await asyncio.gather(
             *(
-                enqueue_deliveries(redis, {job_id: ids}, due_ms=due, expires_s=expires)
-                for job_id, (due, ids) in follow_ups.items()
+                enqueue_deliveries(redis, [follow_up], due_ms=due, expires_s=expires)
+                for follow_up, (due, _) in follow_ups.items()
             )
         )
     except (RedisError, OSError) as exc:  # recorded already: the events wait for the sweeper

@@ -1,8 +1,9 @@
 """The lifecycle of delivery runs in Redis: ``begin`` a job's runs, ``queue_settle`` their outcomes.
 
-A job runs only the events it owns (their ``job`` field, see ``bridge.store.queue``): an event that
-another job took over, or that is final, is skipped, so a job that runs twice (arq re-runs one whose
-worker died) or a stale one repeats nothing. Each costs one script call for the whole job.
+A job runs the events of its batch that it still owns (their ``job`` field, see
+``bridge.store.queue``): an event that another job took over, or that is final, is skipped, so a job
+that runs twice (arq re-runs one whose worker died) or a stale one repeats nothing. Each costs one
+script call for the whole job.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from bridge.store import keys
-from bridge.store.records import StoredEvent, now_ms, stored_event
+from bridge.store.records import StoredEvent, now_ms, stored_event, text
 from bridge.store.scripts import script
 
 __all__ = ["SKIPPED", "DeliveryRuns", "RunOutcome"]
@@ -46,26 +47,37 @@ class DeliveryRuns:
         self._begin = script(redis, __package__, "begin.lua")
         self._settle = script(redis, __package__, "settle.lua")
 
-    async def begin(self, job_id: str, event_ids: Sequence[str]) -> list[StoredEvent | str | None]:
-        """Mark the events ``job_id`` owns as delivering and count a run of each; per event its record,
-        ``None`` when it is gone, or ``SKIPPED``."""
-        rows = await self._begin(args=[now_ms(), keys.EVENT_PREFIX, keys.ACTIONS_PREFIX, job_id, *event_ids])
-        events: list[StoredEvent | str | None] = []
-        for event_id, row in zip(event_ids, rows, strict=True):
+    async def begin(self, job_id: str) -> list[tuple[str, StoredEvent | str | None]]:
+        """Close the job to new events, mark the events of its batch that it owns as delivering and
+        count a run of each; per event its id and its record, ``None`` when it is gone, or ``SKIPPED``."""
+        args: list[str | int] = [now_ms(), keys.EVENT_PREFIX, keys.ACTIONS_PREFIX, job_id, keys.batch(job_id)]
+        raw_ids, rows = await self._begin(keys=[keys.INTAKE], args=args)
+        events: list[tuple[str, StoredEvent | str | None]] = []
+        for raw_id, row in zip(raw_ids, rows, strict=True):
+            event_id = text(raw_id)
             if not isinstance(row, list):
-                events.append(SKIPPED if row else None)
+                events.append((event_id, SKIPPED if row else None))
                 continue
             fields, actions = (dict(zip(flat[::2], flat[1::2], strict=True)) for flat in row)
-            events.append(stored_event(event_id, fields, actions))
+            events.append((event_id, stored_event(event_id, fields, actions)))
         return events
 
     async def queue_settle(
-        self, pipe: Pipeline, outcomes: list[RunOutcome], *, ledger: Sequence[tuple[str, str]], ledger_ttl: int
+        self,
+        pipe: Pipeline,
+        job_id: str,
+        outcomes: list[RunOutcome],
+        *,
+        ledger: Sequence[tuple[str, str]],
+        ledger_ttl: int,
     ) -> None:
-        """Add to ``pipe`` one script call that records every run's outcome and writes the ledger
-        entries ``(key, entry)``."""
+        """Add to ``pipe`` one script call that records every run's outcome, appends each retry to
+        its follow-up job's batch and writes the ledger entries ``(key, entry)``; the job's own batch
+        goes unless a run was interrupted (the job then runs again)."""
+        finished = not any(run.outcome == "again" for run in outcomes)
         args: list[str | int] = [
-            now_ms(), self._retention_ms, ledger_ttl, keys.EVENT_PREFIX, keys.ACTIONS_PREFIX, len(ledger)
+            now_ms(), self._retention_ms, ledger_ttl, keys.EVENT_PREFIX, keys.ACTIONS_PREFIX, keys.BATCH_PREFIX,
+            keys.batch(job_id) if finished else "", len(ledger),
         ]  # fmt: skip
         for key, entry in ledger:
             args += [key, entry]

@@ -1,14 +1,15 @@
 -- Record the outcomes of one job's delivery runs and the ledger entries of what they delivered.
 -- KEYS: pending index, dead-letter index, stats hash.
--- ARGV: now_ms, retention_ms, ledger TTL (s), event key prefix, actions key prefix, count of
--- ledger entries, then key and entry of each, then per run: event id, status, error, outcome,
--- due at (ms), next job id, count of action records, then key and record of each.
--- Outcomes: 'done' (status is final), 'retry' (the next job owns it, due at its time), 'again'
--- (interrupted: the same job runs it again), 'gone' (the event expired before its run).
+-- ARGV: now_ms, retention_ms, ledger TTL (s), event key prefix, actions key prefix, batch key
+-- prefix, the finished job's batch key ('' to keep it: the job runs again), count of ledger
+-- entries, then key and entry of each, then per run: event id, status, error, outcome, due at (ms),
+-- next job id, count of action records, then key and record of each.
+-- Outcomes: 'done' (status is final), 'retry' (appended to the next job's batch, which owns it,
+-- due at its time), 'again' (interrupted: the same job runs it again), 'gone' (the event expired).
 local now = ARGV[1]
 local retention = ARGV[2]
-local i = 7
-for _ = 1, tonumber(ARGV[6]) do
+local i = 9
+for _ = 1, tonumber(ARGV[8]) do
   redis.call('SET', ARGV[i], ARGV[i + 1], 'EX', ARGV[3])
   i = i + 2
 end
@@ -42,8 +43,11 @@ while i <= #ARGV do
     if outcome == 'retry' then
       redis.call('HSET', event, 'job', job)
       redis.call('ZADD', KEYS[1], due, id)
+      redis.call('RPUSH', ARGV[6] .. job, id)
+      redis.call('PEXPIRE', ARGV[6] .. job, retention)
     end
     if count > 0 then redis.call('PEXPIRE', actions, retention) end
   end
 end
+if ARGV[7] ~= '' then redis.call('DEL', ARGV[7]) end
 return 1

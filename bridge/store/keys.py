@@ -16,6 +16,8 @@ key                            type    expiry                       owner: what 
 ``mb:dead``                    zset    none (until replayed)        worker: dead letters by time (ms)
 ``mb:pending``                 zset    none (members leave)         store: events not final, by when
                                                                     they are due (ms); the sweeper's
+``mb:intake``                  string  none (deleted when begun)    store: the job taking new events
+``mb:batch:{job}``             list    retention; deleted when done store: the event ids of a job
 ``mb:stats``                   hash    none                         all: counters (``bridge.store.stats``)
 ``mb:gauges``                  hash    none                         all: latest gauge values
 ``mb:hist:{name}``             hash    none                         all: histogram buckets
@@ -45,11 +47,13 @@ from arq.constants import default_queue_name
 
 __all__ = [
     "ACTIONS_PREFIX",
+    "BATCH_PREFIX",
     "DEAD_INDEX",
     "EVENTS_INDEX",
     "EVENT_PREFIX",
     "GAUGES",
     "HIST_PREFIX",
+    "INTAKE",
     "LEDGER_PREFIX",
     "MAGNEWS_ACCESS_TOKEN",
     "MAGNEWS_REFRESH_TOKEN",
@@ -64,6 +68,7 @@ __all__ = [
     "STATS",
     "WORKER_HEARTBEAT",
     "actions",
+    "batch",
     "event",
     "gate",
     "ledger",
@@ -74,6 +79,8 @@ ACTIONS_PREFIX = "mb:actions:"
 EVENTS_INDEX = "mb:events"
 DEAD_INDEX = "mb:dead"
 PENDING_INDEX = "mb:pending"
+INTAKE = "mb:intake"
+BATCH_PREFIX = "mb:batch:"
 
 STATS = "mb:stats"
 GAUGES = "mb:gauges"
@@ -103,6 +110,10 @@ def event(event_id: str) -> str:
 
 def actions(event_id: str) -> str:
     return ACTIONS_PREFIX + event_id
+
+
+def batch(job_id: str) -> str:
+    return BATCH_PREFIX + job_id
 
 
 def ledger(request_key: str) -> str:

@@ -1,10 +1,15 @@
-"""The delivery queue: arq jobs, each carrying a batch of event ids, through arq's public API.
+"""The delivery queue: arq jobs through arq's public API, each delivering one batch of events.
 
-A job runs ``deliver_events(event_ids)`` (``workers.jobs``). Its id is derived from its content (the
-ids and a salt saying why it exists: an ingest call, a retry's due time, a replay, a sweep), so
-enqueueing the same batch twice queues it once (``enqueue_job`` returns ``None`` for an id that
-exists). Each event names the job that owns it (its ``job`` field): a job runs only the events it
-owns, so a stale or repeated job is harmless.
+A job runs ``deliver_events()`` (``workers.jobs``); its batch is the list ``mb:batch:{job id}``
+and each event of it names the job that owns it (its ``job`` field). A job runs only the events it
+still owns, so a stale or repeated job is harmless.
+
+- New events join the **intake** job (``mb:intake``): the one job that takes them until it holds
+  ``WORKER_BATCH_SIZE`` or a worker begins it. Under load the intake fills while the workers are busy,
+  so batches grow with the load; at rest a job starts as soon as a worker polls.
+- Follow-up, replay and sweep jobs get an id derived from their events and a salt saying why they
+  exist (a retry's due time, a replay, a sweep), so queueing one twice queues it once
+  (``enqueue_job`` returns ``None`` for an id that exists).
 
 Jobs are serialized as JSON, not pickle: readable by an operator, and no code runs on load.
 """
@@ -13,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -30,6 +36,7 @@ __all__ = [
     "deliver_job_id",
     "deserialize_job",
     "enqueue_deliveries",
+    "intake_job_prefix",
     "job_exists",
     "serialize_job",
 ]
@@ -53,30 +60,30 @@ def deliver_job_id(event_ids: Sequence[str], salt: str = "") -> str:
     return f"deliver:{digest}"
 
 
+def intake_job_prefix() -> str:
+    """A fresh prefix for the intake jobs one ingest call may open (``:1``, ``:2``... appended)."""
+    return f"deliver:{uuid.uuid4().hex}"
+
+
 def chunks(items: Sequence[_T], size: int) -> list[Sequence[_T]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 async def enqueue_deliveries(
-    redis: ArqRedis, jobs: Mapping[str, Sequence[str]], *, due_ms: int | None = None, expires_s: float | None = None
+    redis: ArqRedis, job_ids: Iterable[str], *, due_ms: int | None = None, expires_s: float | None = None
 ) -> None:
-    """Queue ``job id -> event ids``, due now or at ``due_ms``; a job that exists already stays as it is.
+    """Queue the delivery jobs, due now or at ``due_ms``; a job that exists already stays as it is.
 
-    ``expires_s``: how long arq keeps a job that no worker started (the sweeper re-queues its events
-    should it lapse); arq's default is a day past its due time.
+    ``expires_s``: how long arq keeps a job that no worker started (the sweeper queues its events
+    again should it lapse); arq's default is a day past its due time.
     """
     defer = None if due_ms is None else datetime.fromtimestamp(due_ms / 1000, UTC)
     await asyncio.gather(
         *(
             redis.enqueue_job(
-                DELIVER_FUNCTION,
-                list(ids),
-                _job_id=job_id,
-                _queue_name=QUEUE_NAME,
-                _defer_until=defer,
-                _expires=expires_s,
+                DELIVER_FUNCTION, _job_id=job_id, _queue_name=QUEUE_NAME, _defer_until=defer, _expires=expires_s
             )
-            for job_id, ids in jobs.items()
+            for job_id in job_ids
         )
     )
 

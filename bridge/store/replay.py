@@ -37,6 +37,7 @@ MAX_REPLAY_EVENTS = 10_000
 _MAX_IDS = 1000
 _MAX_SCANNED = 200_000
 _KEPT_REPLAYS = 50
+_BATCH_TTL_MS = 2 * 86_400_000  # arq drops a replay job that no worker started within a day (its default)
 _REPLAY_TRIES = 5
 _EVENT_ID = re.compile(r"^[!-~]{1,200}$")  # the receiver's rule: printable ASCII without spaces
 _log = structlog.get_logger("magbridge.replay")
@@ -174,7 +175,7 @@ async def run_replay(redis: ArqRedis, request: ReplayRequest, *, by: str, batch_
     report = ReplayReport(request.mode, request.dry_run, request.force)
     entry = {"at": format_time(datetime.now(UTC)), "mode": request.mode, "by": by}
     salt = f"replay:{uuid.uuid4().hex}"
-    queued: list[str] = []  # replayed, in jobs of ``batch_size``: job k holds queued[k * batch_size:]
+    queued: list[str] = []  # replayed, in jobs of ``batch_size``: job k has queued[k * batch_size:][:batch_size]
     try:
         for event_id in event_ids:
             job_id = deliver_job_id([], f"{salt}:{len(queued) // batch_size}")
@@ -194,10 +195,9 @@ async def run_replay(redis: ArqRedis, request: ReplayRequest, *, by: str, batch_
             )
             queued.append(event_id)
             if len(queued) % batch_size == 0:
-                await enqueue_deliveries(redis, {job_id: queued[-batch_size:]})
+                await enqueue_deliveries(redis, [job_id])
         if len(queued) % batch_size:
-            last = len(queued) // batch_size
-            await enqueue_deliveries(redis, {deliver_job_id([], f"{salt}:{last}"): queued[last * batch_size :]})
+            await enqueue_deliveries(redis, [deliver_job_id([], f"{salt}:{len(queued) // batch_size}")])
     except RedisError as exc:  # replayed events not yet queued wait for the sweeper
         raise StoreUnavailable(f"redis: {exc}") from exc
     _log.info(
@@ -292,5 +292,7 @@ def _write(
     )
     pipe.zrem(keys.DEAD_INDEX, event_id)
     pipe.zadd(keys.PENDING_INDEX, {event_id: stamp})
+    pipe.rpush(keys.batch(job_id), event_id)
+    pipe.pexpire(keys.batch(job_id), _BATCH_TTL_MS)
     labels = {"mode": str(replays[-1].get("mode", "")), "forced": "true" if force else "false"}
     pipe.hincrby(keys.STATS, series_name("replays", labels), 1)
