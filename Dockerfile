@@ -47,7 +47,7 @@ EXPOSE 8080
 # web, worker and run all answer /healthz on MAGBRIDGE_PORT (the worker because of WORKER_PROBES).
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('MAGBRIDGE_PORT', '8080') + '/healthz', timeout=2)"]
-# Exec form: magbridge is PID 1 and gets SIGTERM itself; it drains (see README, Guarantees).
+# Exec form: magbridge is PID 1 and gets SIGTERM itself; it drains (see docs/guarantees.md).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["magbridge"]
 CMD ["run"]

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535)
     admin_token: SecretStr | None = None
     webhook_secret: SecretStr | None = None
-    # Security (issue 6), see bridge/web/webhook_guard.py. Rotation: the secret being retired stays valid
+    # Security, see bridge/web/webhook_guard.py. Rotation: the secret being retired stays valid
     # while this is set. Networks: comma-separated CIDRs allowed to post webhooks (empty: any), and
     # the proxies whose X-Forwarded-For is believed (empty: none, the peer address is the client).
     webhook_secret_previous: SecretStr | None = None
@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     magnews_base_url: AnyHttpUrl = AnyHttpUrl("https://ws-mn1.mag-news.it/ws/rest/api")
     magnews_token: SecretStr | None = None
     magnews_database_id: int | None = Field(None, ge=1)
-    # Deployment (issue 8), see workers/destinations/magnews_auth.py: the Magnews refresh-token flow (all four set,
+    # Deployment, see workers/destinations/magnews_auth.py: the Magnews refresh-token flow (all four set,
     # or none; the rotated refresh token is kept in Redis), the bridge's public base URL for webhook
     # registration, the rules file's reload check (0 = SIGHUP only) and the worker's own probes.
     magnews_client_id: str | None = None
@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     magnify_client_id: str | None = None
     magnify_client_secret: SecretStr | None = None
     magnify_poll_seconds: int = Field(60, ge=1)
-    # Magnify polling (issue 3), see workers/magnify/poller.py: motions read at once, the poll lock's lease,
+    # Magnify polling, see workers/magnify/poller.py: motions read at once, the poll lock's lease,
     # and retries of one request (429/5xx/no answer; Retry-After is a floor) within a cycle.
     magnify_concurrency: int = Field(4, ge=1, le=64)
     magnify_lock_seconds: float = Field(15, gt=0)
@@ -74,12 +74,12 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
 
     # Beyond the contract: bounds and tuning, each with a production default.
-    # Operations (issue 5): /readyz fails while no worker heartbeat is fresh, unless this is false.
+    # Operations: /readyz fails while no worker heartbeat is fresh, unless this is false.
     ready_requires_worker: bool = True
     retention_days: float = Field(7, gt=0)
     webhook_max_body_bytes: int = Field(1024 * 1024, ge=1024)
     webhook_max_events: int = Field(1000, ge=1)
-    # Security (issue 6), see bridge/web/json_bounds.py: nesting depth, characters in one string (or key),
+    # Security, see bridge/web/json_bounds.py: nesting depth, characters in one string (or key),
     # values in one body; a body must arrive within the read timeout, request headers within the
     # header timeout (which also closes idle keep-alive connections).
     webhook_max_depth: int = Field(32, ge=2, le=500)
@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     retry_max_attempts: int = Field(8, ge=1)
     retry_max_age_seconds: float = Field(86400, gt=0)
     retry_after_max_seconds: float = Field(600, gt=0)  # a server's Retry-After is honoured up to this
-    # Delivery guarantees (issue 4): a job never outlives arq's in-progress lock, see workers/worker.py.
+    # Delivery guarantees: a job never outlives arq's in-progress lock, see workers/worker.py.
     job_timeout_seconds: float = Field(30, gt=0)
     magicbell_max_concurrency: int = Field(10, ge=1)
     magnews_max_concurrency: int = Field(20, ge=1)

@@ -36,5 +36,5 @@ class Ledger:
         return {key: json.loads(value) for key, value in zip(request_keys, values, strict=True) if value}
 
     def entries(self, recorded: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
-        """``request key -> entry`` as the Redis keys and values to write (``EventStore.queue_settle``)."""
+        """``request key -> entry`` as the Redis keys and values to write (``DeliveryRuns.queue_settle``)."""
         return [(self._key(key), orjson.dumps(entry).decode()) for key, entry in recorded.items()]

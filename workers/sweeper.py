@@ -1,6 +1,6 @@
 """The safety net under "no event waits without a job": queue pending events whose job is gone.
 
-Every accepted event sits in ``mb:pending`` (scored by when it is due) until it is final, and names
+Every accepted event sits in ``keys.PENDING_INDEX`` (scored by when it is due) until it is final, and names
 the job that owns it. An event due more than ``sweep_after_seconds`` ago whose job arq no longer
 holds (the process died between storing it and queueing its job, a job expired, an operator cleared
 the queue) is handed to a new job (``assign.lua``, which yields to any run, replay or sweep that

@@ -149,7 +149,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # uvloop's event loop is a drop-in for asyncio's and measurably faster for the receiver and the
-    # worker alike (see README, Performance).
+    # worker alike (see docs/performance.md).
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     try:
         return _COMMANDS[args.command](args)

@@ -6,7 +6,7 @@ place in the intake job's batch (``bridge.store.queue``); a duplicate id only co
 that took the events are enqueued, unless this process enqueued them already. Should that fail,
 the sender is refused (503) and sends again: a duplicate that no run has started yet has its job
 enqueued again, which is a no-op when arq holds it. Should the process die between the two, the
-events wait in ``mb:pending`` and the sweeper (``workers.sweeper``) queues them.
+events wait in ``keys.PENDING_INDEX`` and the sweeper (``workers.sweeper``) queues them.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The delivery queue: arq jobs through arq's public API, each delivering one batch of events.
 
-A job runs ``deliver_events()`` (``workers.jobs``); its batch is the list ``mb:batch:{job id}``
+A job runs ``deliver_events()`` (``workers.jobs``); its batch is the list ``keys.batch(job id)``
 and each event of it names the job that owns it (its ``job`` field). A job runs only the events it
 still owns, so a stale or repeated job is harmless.
 
-- New events join the **intake** job (``mb:intake``): the one job that takes them until it holds
+- New events join the **intake** job (``keys.INTAKE``): the one job that takes them until it holds
   ``WORKER_BATCH_SIZE`` or a worker begins it. Under load the intake fills while the workers are busy,
   so batches grow with the load; at rest a job starts as soon as a worker polls.
 - Follow-up, replay and sweep jobs get an id derived from their events and a salt saying why they

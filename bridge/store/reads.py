@@ -120,7 +120,7 @@ class EventReader:
         return ttl if ttl >= 0 else None
 
     async def stats(self) -> dict[str, int]:
-        """The shared counters (``mb:stats``)."""
+        """The shared counters (``keys.STATS``)."""
         try:
             raw: dict[Any, Any] = await _resolve(self.redis.hgetall(keys.STATS))
         except RedisError as exc:

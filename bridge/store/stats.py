@@ -3,9 +3,9 @@
 The web service and any number of workers add to the same keys, so one scrape of any web process
 sees the whole bridge:
 
-    mb:stats          hash   ``name`` or ``name|label=value,label=value`` -> integer count
-    mb:gauges         hash   ``name`` or ``name|labels`` -> float, the latest value set
-    mb:hist:{name}    hash   ``label=value,...|le`` -> count of observations in that bucket (not
+    keys.STATS              hash   ``name`` or ``name|label=value,label=value`` -> integer count
+    keys.GAUGES             hash   ``name`` or ``name|labels`` -> float, the latest value set
+    keys.HIST_PREFIX+name   hash   ``label=value,...|le`` -> count of observations in that bucket (not
                              cumulative), ``label=value,...|sum`` -> float sum, ``...|count``
 
 Label values must come from small, known sets (destinations, outcomes, sources), never from events.

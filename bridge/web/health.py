@@ -6,7 +6,7 @@
     worker   a worker's heartbeat is fresh: every worker rewrites arq's heartbeat (``keys.WORKER_HEARTBEAT``)
              each ``health_check_interval`` (5 s) with a TTL one second longer, so the key is gone
              about 6 s after the last worker stopped. Skipped with ``MAGBRIDGE_READY_REQUIRES_WORKER=false``.
-    magnify  when polling is on: the poller's last token request succeeded (``mb:magnify:auth``,
+    magnify  when polling is on: the poller's last token request succeeded (``keys.MAGNIFY_AUTH``,
              JSON ``{"ok": bool, "error": str, "at": epoch_ms}``, written by the worker).
 """
 

@@ -3,8 +3,8 @@
 Two kinds of series, and where each comes from:
 
 - **Bridge-wide** (every web replica shows the same values; aggregate with ``max``, not ``sum``):
-  read from Redis at scrape time by ``SharedCollector``. Counters are every field of ``mb:stats``,
-  gauges every field of ``mb:gauges`` and histograms every ``mb:hist:{name}`` hash (layout in
+  read from Redis at scrape time by ``SharedCollector``. Counters are every field of ``keys.STATS``,
+  gauges every field of ``keys.GAUGES`` and histograms every ``keys.HIST_PREFIX + name`` hash (layout in
   ``bridge/store/stats.py``), each exposed as ``magbridge_<name>`` (counters with ``_total``) whatever
   process wrote it: the workers' deliveries, retries and dead letters, the Magnify poller's figures,
   the web's ingest counts. To these it adds the queue (events pending delivery, the age of the oldest
@@ -90,13 +90,13 @@ _HELP = {
     "magnify_poll_duration_seconds": "Duration of one Magnify poll cycle.",
     # Read at scrape time beside the hashes:
     "redis_up": "1 when Redis answered this scrape; 0 (and no other shared series) otherwise.",
-    "queue_depth": "Events waiting for delivery, due or deferred for a retry (mb:pending).",
+    "queue_depth": f"Events waiting for delivery, due or deferred for a retry ({keys.PENDING_INDEX}).",
     "queue_due": "Events waiting for delivery that are due now.",
     "queue_oldest_age_seconds": "How long the oldest due event has waited; 0 when none is due.",
-    "dead_letter_events": "Events held as dead letters now (mb:dead), kept until replayed.",
-    "events_indexed": "Events in the listing index (mb:events), within the retention window.",
-    "worker_up": "1 while a worker heartbeat is fresh (mb:worker:heartbeat), else 0.",
-    "magnify_auth_ok": "1 when the last Magnify token request succeeded (mb:magnify:auth), else 0.",
+    "dead_letter_events": f"Events held as dead letters now ({keys.DEAD_INDEX}), kept until replayed.",
+    "events_indexed": f"Events in the listing index ({keys.EVENTS_INDEX}), within the retention window.",
+    "worker_up": f"1 while a worker heartbeat is fresh ({keys.WORKER_HEARTBEAT}), else 0.",
+    "magnify_auth_ok": f"1 when the last Magnify token request succeeded ({keys.MAGNIFY_AUTH}), else 0.",
 }
 
 
@@ -149,7 +149,7 @@ class Snapshot:
 
 
 class HistogramKeys:
-    """The ``mb:hist:*`` keys to read. SCAN walks the whole keyspace (millions of event keys on a
+    """The ``keys.HIST_PREFIX``* keys to read. SCAN walks the whole keyspace (millions of event keys on a
     busy bridge), so it runs at most every ``rescan_seconds``; the known names are always read."""
 
     def __init__(self, known: Iterable[str] = _KNOWN_HISTOGRAMS, *, rescan_seconds: float = 300.0):
@@ -253,7 +253,7 @@ class SharedCollector(Collector):
                 series[parsed[0].removesuffix("_total")].append((parsed[1], number))
         for name, samples in sorted(series.items()):
             labelled = [sample for sample in samples if sample[0]]
-            family = Metric(_PREFIX + name, _HELP.get(name, f"Shared counter {name} (mb:stats)."), "counter")
+            family = Metric(_PREFIX + name, _HELP.get(name, f"Shared counter {name} ({keys.STATS})."), "counter")
             for labels, value in labelled or samples:
                 family.add_sample(_PREFIX + name + "_total", labels, value)
             yield family
@@ -266,7 +266,7 @@ class SharedCollector(Collector):
             if parsed is not None and number is not None:
                 series[parsed[0]].append((parsed[1], number))
         for name, samples in sorted(series.items()):
-            family = Metric(_PREFIX + name, _HELP.get(name, f"Shared gauge {name} (mb:gauges)."), "gauge")
+            family = Metric(_PREFIX + name, _HELP.get(name, f"Shared gauge {name} ({keys.GAUGES})."), "gauge")
             for labels, value in samples:
                 family.add_sample(_PREFIX + name, labels, value)
             yield family
@@ -276,7 +276,8 @@ class SharedCollector(Collector):
         for name, raw in sorted(snapshot.histograms.items()):
             if not _NAME.match(name):
                 continue
-            family = Metric(_PREFIX + name, _HELP.get(name, f"Shared histogram {name} (mb:hist:{name})."), "histogram")
+            help_text = _HELP.get(name, f"Shared histogram {name} ({keys.HIST_PREFIX}{name}).")
+            family = Metric(_PREFIX + name, help_text, "histogram")
             for labels, buckets, total in _histogram_series(raw):
                 cumulative = 0.0
                 for bound in sorted(set(LATENCY_BUCKETS) | {b for b in buckets if not math.isinf(b)}):

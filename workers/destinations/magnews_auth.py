@@ -8,13 +8,13 @@ shape (section 6): a form ``POST`` to ``MAGNEWS_TOKEN_URL`` of ``grant_type=refr
 :class:`RefreshingToken` is shared by every process on one Redis, because a rotated refresh token
 must never be presented twice (the provider has already invalidated it):
 
-- The access token is cached in memory and in Redis (``mb:magnews:access_token``, expiring with
+- The access token is cached in memory and in Redis (``keys.MAGNEWS_ACCESS_TOKEN``, expiring with
   the token), so every worker uses the same one.
 - It is renewed shortly before it lapses (a tenth of its life early, at most a minute) by the
-  first caller that finds it stale, under a Redis lease (``mb:magnews:token_lock``): one refresh at
+  first caller that finds it stale, under a Redis lease (``keys.MAGNEWS_TOKEN_LOCK``): one refresh at
   a time across all processes; in a process, concurrent callers wait on one lock and share the
   result. A 401 from the API makes the client ``invalidate`` the token it sent and retry once.
-- The rotated refresh token is written to ``mb:magnews:refresh_token`` (with a fingerprint of the
+- The rotated refresh token is written to ``keys.MAGNEWS_REFRESH_TOKEN`` (with a fingerprint of the
   ``MAGNEWS_REFRESH_TOKEN`` setting it descends from) as soon as it is granted. At start the stored
   one is preferred; a setting whose fingerprint differs is a new token from an operator, and wins.
 - A refusal (e.g. ``invalid_grant``) raises :class:`~config.errors.MagnewsAuthError`, which is

@@ -12,10 +12,10 @@ snapshot)::
 New metrics get the next indexes whichever the order; only where they appear differs (at the end of
 the list, or at position 0, pushing every older metric one position further).
 
-**The checkpoint** of a motion (Redis hash ``mb:magnify:checkpoints``, one JSON per bare motion id)
+**The checkpoint** of a motion (Redis hash ``keys.MAGNIFY_CHECKPOINTS``, one JSON per bare motion id)
 says that the metrics with index in ``[low, high)`` are stored, and names the boundary metrics by
 event id: ``low_id`` (index ``low``) and ``high_id`` (index ``high - 1``). It is written only after
-the ``EventStore.ingest`` of the metrics it covers has returned, so it never claims a metric that is
+the ``EventWriter.ingest`` of the metrics it covers has returned, so it never claims a metric that is
 not stored; a crash between the two only means a re-read, which the event id's dedupe absorbs.
 
 **A cycle** reads for each motion what the checkpoint does not cover, within the 100,000-metric

@@ -9,7 +9,7 @@ the default N = 60 the cron fires just once a minute. The slot is claimed in Red
 script as the lock, so two workers never poll one slot (arq's unique cron job ids already make a
 firing run once; the start-up firing is per worker).
 
-**Lock.** ``mb:magnify:lock`` holds a random token, set with NX and an expiry of
+**Lock.** ``keys.MAGNIFY_LOCK`` holds a random token, set with NX and an expiry of
 ``MAGBRIDGE_MAGNIFY_LOCK_SECONDS``, renewed every third of that while the poll runs (compare and
 expire) and released at the end (compare and delete). A worker that dies mid-poll stops renewing, so
 another may poll once the lock lapses. A due firing that finds the lock held is counted as
@@ -31,8 +31,8 @@ opens and clicks arrive long after the sending), loads their checkpoints and rea
 ``MAGBRIDGE_MAGNIFY_CONCURRENCY`` at a time (:mod:`workers.magnify.checkpoints`). Every metric goes
 through ``EventWriter.ingest``, the webhooks' path: event id, dedupe, store and queue, atomically.
 
-Redis: ``mb:magnify:lock``, ``mb:magnify:slot`` (the last slot polled), ``mb:magnify:checkpoints``,
-``mb:magnify:newest_ms`` (the newest ``occurredAt`` ingested) and ``mb:magnify:auth`` (the latest
+Redis: ``keys.MAGNIFY_LOCK``, ``keys.MAGNIFY_SLOT`` (the last slot polled), ``keys.MAGNIFY_CHECKPOINTS``,
+``keys.MAGNIFY_NEWEST_MS`` (the newest ``occurredAt`` ingested) and ``keys.MAGNIFY_AUTH`` (the latest
 token attempt, for readiness). Figures (:mod:`bridge.store.stats`): ``magnify_polls{outcome}``,
 ``magnify_requests{endpoint,status}``, ``magnify_metrics_ingested``, ``magnify_metrics_duplicate``,
 ``magnify_window_overflow``, the gauge ``magnify_lag_seconds`` and the histogram
@@ -171,7 +171,7 @@ class _Lease:
 
 
 async def _publish_auth_state(redis: aioredis.Redis, attempt: TokenAttempt) -> None:
-    """``mb:magnify:auth`` for readiness: the latest token attempt, good or bad (no expiry)."""
+    """``keys.MAGNIFY_AUTH`` for readiness: the latest token attempt, good or bad (no expiry)."""
     state = {"ok": attempt.ok, "error": attempt.error, "at": int(time.time() * 1000)}
     try:
         await redis.set(AUTH_STATE_KEY, json.dumps(state, separators=(",", ":")))
