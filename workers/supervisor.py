@@ -5,6 +5,10 @@ worker (its running jobs are cancelled; arq runs them again once their in-progre
 starts a new one after a second, for as long as it takes: an outage never ends the process. On
 SIGTERM or SIGINT it stops taking jobs, gives the running ones ``job_timeout_seconds`` to finish
 (arq's ``handle_sig_wait_for_completion``) and closes.
+
+With ``WORKER_PROBES`` (and ``probes=True``; ``magbridge run`` serves them from its web service) the
+supervisor also answers ``/healthz`` and ``/readyz`` (``workers.probes``), through an outage too:
+alive, and not ready while Redis does not answer.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import structlog
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
+from bridge.store.connections import open_redis
 from config.settings import Settings
+from workers.probes import start_probes
 from workers.worker import create_worker, shutdown
 
 __all__ = ["WorkerSupervisor"]
@@ -28,8 +34,9 @@ _RESTART_SECONDS = 1.0
 
 
 class WorkerSupervisor:
-    def __init__(self, settings: Settings, **overrides: Any):
+    def __init__(self, settings: Settings, *, probes: bool = True, **overrides: Any):
         self._settings = settings
+        self._probes = probes and settings.worker_probes
         self._overrides = overrides
         self._stopping = asyncio.Event()
         self.worker: Worker | None = None
@@ -47,6 +54,18 @@ class WorkerSupervisor:
 
     async def run(self) -> None:
         """Run workers until ``stop``; a worker that lost Redis is replaced."""
+        if not self._probes:
+            await self._supervise()
+            return
+        redis = open_redis(self._settings.redis_url)
+        probes = await start_probes(self._settings, redis)
+        try:
+            await self._supervise()
+        finally:
+            await probes.cleanup()
+            await redis.aclose()
+
+    async def _supervise(self) -> None:
         while not self._stopping.is_set():
             worker = self.worker = create_worker(self._settings, handle_signals=False, **self._overrides)
             try:

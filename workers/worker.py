@@ -77,10 +77,8 @@ async def startup(ctx: dict[str, Any]) -> None:
         # Opens no connection yet: a first token is asked for on the first poll, so wrong
         # credentials show up in logs and readiness instead of stopping the worker.
         ctx[POLLER_CTX_KEY] = MagnifyPoller.from_settings(ctx["redis"], session, settings)
-    # Rules reload (SIGHUP, file change), Magnews token renewal, and the worker's probes if asked for.
-    ctx["upkeep"] = await start_upkeep(
-        settings, ctx["deps"], ctx["redis"], senders.magnews_tokens, embedded=bool(ctx.get("embedded"))
-    )
+    # Rules reload (SIGHUP, file change) and Magnews token renewal.
+    ctx["upkeep"] = await start_upkeep(settings, ctx["deps"], senders.magnews_tokens)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

@@ -69,8 +69,8 @@ async def _run_both(settings: Settings) -> None:
     runner = web.AppRunner(create_app(settings))
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
-    # "embedded": the web service above already answers the probes on this port.
-    supervisor = WorkerSupervisor(settings, ctx={"settings": settings, "embedded": True})
+    # The web service above already answers the probes on this port.
+    supervisor = WorkerSupervisor(settings, probes=False)
     supervisor.handle_signals()
     tune_gc()
     try:
