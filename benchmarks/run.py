@@ -46,7 +46,7 @@ from bridge.events import Envelope, magnify_envelope  # noqa: E402
 from bridge.store.connections import open_redis  # noqa: E402
 from bridge.store.ingest import EventWriter  # noqa: E402
 from config.settings import Settings  # noqa: E402
-from tests.redis_server import RedisServer, free_port  # noqa: E402
+from tests.support.redis_server import RedisServer, free_port  # noqa: E402
 
 PY = sys.executable
 TOKENS = {
@@ -398,7 +398,7 @@ def table(results: dict[str, Any]) -> str:
          f"{r['magnews_merges']['events']:,} events; {r['magnews_merges']['cpu_ms_per_event']:.2f} ms CPU per event"),
         _end_to_end_row(1000, r["end_to_end_1000"]),
         _end_to_end_row(200, r["end_to_end_200"]),
-        ("Redis memory per retained event", f"{r['redis_bytes_per_event']:,.0f} B", "event, indexes, job record"),
+        ("Redis memory per retained event", f"{r['redis_bytes_per_event']:,.0f} B", "event, indexes, its place in a job's batch"),
     ]  # fmt: skip
     rows += [(f"peak RSS, {name}", f"{mib:.0f} MiB", "") for name, mib in r["peak_rss_mib"].items()]
     width = max(len(row[0]) for row in rows)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.paced_sender import send_paced  # noqa: E402
 from benchmarks.run import PY, Bench, _wait_http, paced_body, process, wait_finished  # noqa: E402
-from tests.redis_server import free_port  # noqa: E402
+from tests.support.redis_server import free_port  # noqa: E402
 
 
 def _rss_mib(pid: int) -> float:
