@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint types format ci audit lock bench
+.PHONY: install demo test test-quick lint types format ci audit lock bench
 
 # constraints.txt pins every package to the versions CI tested (scripts/lock rewrites it).
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -19,6 +19,10 @@ demo: install
 
 test: install
 	$(BIN)/pytest
+
+# The tests not marked slow (no worker processes, outages or long fuzzing): well under a minute.
+test-quick: install
+	$(BIN)/pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

@@ -398,7 +398,8 @@ def table(results: dict[str, Any]) -> str:
          f"{r['magnews_merges']['events']:,} events; {r['magnews_merges']['cpu_ms_per_event']:.2f} ms CPU per event"),
         _end_to_end_row(1000, r["end_to_end_1000"]),
         _end_to_end_row(200, r["end_to_end_200"]),
-        ("Redis memory per retained event", f"{r['redis_bytes_per_event']:,.0f} B", "event, indexes, its place in a job's batch"),
+        ("Redis memory per retained event", f"{r['redis_bytes_per_event']:,.0f} B",
+         "event, indexes, its place in a job's batch"),
     ]  # fmt: skip
     rows += [(f"peak RSS, {name}", f"{mib:.0f} MiB", "") for name, mib in r["peak_rss_mib"].items()]
     width = max(len(row[0]) for row in rows)

@@ -1,23 +1,23 @@
-"""Fixtures: a private Redis, the simulators on real sockets, the web app on a real port, workers."""
+"""Fixtures: a private Redis, the simulators on real sockets, the web app on a real port, logging put back."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+import structlog
 from aiohttp import web
 
 from bridge.simulators import Simulators, run_simulators
 from bridge.store.connections import open_redis
 from bridge.web.app import create_app
 from config.settings import Settings
-from tests.redis_server import RedisServer
-from workers.worker import create_worker
-
-SettingsFactory = Callable[..., Settings]
+from tests.support.redis_server import RedisServer
+from tests.support.service import Service, SettingsFactory
 
 
 @pytest.fixture(scope="session")
@@ -78,17 +78,6 @@ def settings(make_settings: SettingsFactory, redis: aioredis.Redis) -> Settings:
     return make_settings()
 
 
-class Service:
-    """The web app on a real socket, with a client session pointed at it."""
-
-    def __init__(self, url: str, session: aiohttp.ClientSession):
-        self.url = url
-        self.session = session
-
-    def post_webhook(self, body: Any, **kwargs: Any) -> Any:
-        return self.session.post(f"{self.url}/webhooks/magnews", json=body, **kwargs)
-
-
 @pytest.fixture
 async def start_service() -> AsyncIterator[Callable[[Settings], Any]]:
     runners: list[web.AppRunner] = []
@@ -118,11 +107,15 @@ async def service(start_service: Callable[[Settings], Any], settings: Settings) 
     return result
 
 
-async def run_worker_burst(settings: Settings, **overrides: Any) -> Any:
-    """Run a real arq worker until the queue is empty, as arq's own tests do."""
-    worker = create_worker(settings, burst=True, poll_delay=0, handle_signals=False, **overrides)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
-    return worker
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """configure_logging changes process-wide state; put it back for the other tests."""
+    config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    access_level = logging.getLogger("aiohttp.access").level
+    yield
+    structlog.configure(**config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").setLevel(access_level)

@@ -14,11 +14,12 @@ from bridge.simulators import Simulators
 from bridge.store.connections import open_redis
 from bridge.store.ingest import EventWriter
 from bridge.store.reads import EventReader
-from tests.conftest import Service, SettingsFactory, run_worker_burst
-from tests.redis_server import RedisServer
-from tests.support import drop_jobs, ingest, mark_dead
-from tests.test_delivery import magnews_event, sim_requests, sim_state
-from tests.test_logs import restore_logging  # noqa: F401  (a fixture: the CLI configures logging)
+from tests.support.events import magnews_event, magnify_metric
+from tests.support.redis_server import RedisServer
+from tests.support.service import Service, SettingsFactory
+from tests.support.simulators import sim_requests, sim_state
+from tests.support.store import drop_jobs, ingest, mark_dead, queued_batches
+from tests.support.workers import run_worker_burst
 
 TOKEN = "admin-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -262,7 +263,7 @@ async def test_replay_by_time_range_with_filters_and_a_queued_event(
     assert status == 400 and result["errors"][0]["field"] == "since"
     status, result = await admin.replay(since=0, type="contacts/*")
     assert result["replayed"] == ["t1", "t2"]
-    assert sorted(event_id for job in await redis.queued_jobs() for event_id in job.args[0]) == ["t1", "t2", "t3"]
+    assert sorted(event_id for ids in (await queued_batches(redis)).values() for event_id in ids) == ["t1", "t2", "t3"]
 
 
 @pytest.mark.parametrize(
@@ -295,6 +296,7 @@ async def test_replay_needs_a_json_body(admin: Admin) -> None:
         assert r.status == 415
 
 
+@pytest.mark.slow
 async def test_the_store_stays_bounded(
     admin: Admin, make_settings: SettingsFactory, settings: Any, redis: aioredis.Redis
 ) -> None:
@@ -317,7 +319,6 @@ async def test_the_store_stays_bounded(
     # A short retention, for real: the event and its dedupe marker are gone after it.
     store = EventWriter(redis, retention_seconds=1, batch_size=100)
     from bridge.events import magnify_envelope
-    from tests.test_delivery import magnify_metric
 
     envelope = magnify_envelope(magnify_metric("magnify_send_email_processed"))
     assert await store.ingest([envelope]) == [True]

@@ -9,9 +9,9 @@ from bridge.events import Envelope
 from bridge.simulators import Simulators
 from bridge.store.reads import EventReader
 from config.settings import Settings
-from tests.conftest import run_worker_burst
-from tests.support import ingest
-from tests.test_delivery import event_record, set_faults, sim_requests
+from tests.support.simulators import set_faults, sim_requests
+from tests.support.store import event_record, ingest, queued_batches
+from tests.support.workers import run_worker_burst
 
 
 def _event(event_id: str, topic: str) -> Envelope:
@@ -26,7 +26,9 @@ async def test_one_job_records_each_outcome_and_leaves_nothing_queued(
     events += [_event("quiet", "contacts/update"), _event("gone", "contacts/delete"), _event("new", "contacts/create")]
     await ingest(redis, events)
     [job] = await redis.queued_jobs()  # type: ignore[attr-defined]
-    assert list(job.args[0]) == [event.id for event in events], "one job carries the whole ingest call"
+    assert await queued_batches(redis) == {job.job_id: [event.id for event in events]}, (
+        "one job carries the whole ingest call"
+    )
     await redis.delete("mb:event:gone")  # expired between queueing and delivery
     base = simulators.endpoints.magicbell_base_url
     await set_faults(base, fail_next=[503])  # the first broadcast sent fails once, then succeeds

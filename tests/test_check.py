@@ -9,15 +9,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from bridge.cli.check import run_check
 from bridge.simulators import Simulators
 from bridge.simulators.magnews_oauth import MAGNEWS_OAUTH, SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_REFRESH_TOKEN
 from config.settings import Settings
-from tests.conftest import Service, SettingsFactory
-from tests.processes import settings_env
-from tests.redis_server import RedisServer
+from tests.support.commands import magnews_webhook
+from tests.support.processes import settings_env
+from tests.support.redis_server import RedisServer
+from tests.support.service import Service, SettingsFactory
 
 
 async def check(settings: Settings, *, strict: bool = False) -> tuple[int, dict[str, str], str]:
@@ -124,9 +126,7 @@ async def test_webhook_subscription_is_looked_up_with_a_public_url(
     status, lines, _ = await check(settings)
     assert status == 0 and lines["webhook"].startswith("WARN") and "magnews-webhook register" in lines["webhook"]
 
-    from tests.test_magnews_webhook import run
-
-    assert (await run(settings, "register"))[0] == 0
+    assert (await magnews_webhook(settings, "register"))[0] == 0
     status, lines, text = await check(settings, strict=False)
     assert lines["webhook"].startswith("ok") and "subscription #1 active" in lines["webhook"], text
     assert "s3cret" not in text
@@ -137,6 +137,7 @@ async def test_webhook_subscription_is_looked_up_with_a_public_url(
     assert "n3w-secret" not in text
 
 
+@pytest.mark.slow
 async def test_invalid_settings_fail_as_a_process(settings: Settings) -> None:
     status, output = await check_process(settings_env(settings, MAGBRIDGE_PORT="eighty"))
     assert status == 1
@@ -144,6 +145,7 @@ async def test_invalid_settings_fail_as_a_process(settings: Settings) -> None:
     assert output.endswith("1 check(s) failed\n")
 
 
+@pytest.mark.slow
 async def test_refresh_flow_check_runs_twice_as_processes_on_the_stored_refresh_token(
     make_settings: SettingsFactory, simulators: Simulators, redis: aioredis.Redis
 ) -> None:

@@ -59,6 +59,7 @@ def test_a_bad_value_names_the_variable(
         load_settings(_env_file=None)
 
 
+@pytest.mark.slow
 def test_the_process_stops_at_start_on_a_bad_setting(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bridge.cli", "web"],

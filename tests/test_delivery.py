@@ -6,7 +6,6 @@ import json
 import uuid
 from typing import Any
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
@@ -14,49 +13,12 @@ from bridge.events import magnify_envelope
 from bridge.simulators import Simulators
 from bridge.store.reads import EventReader
 from config.settings import Settings
-from tests.conftest import Service, run_worker_burst
-from tests.support import drop_jobs, ingest, requeue
+from tests.support.events import magnews_event, magnify_metric
+from tests.support.service import Service
+from tests.support.simulators import set_faults, sim_requests, sim_state
+from tests.support.store import drop_jobs, event_record, ingest, requeue
+from tests.support.workers import run_worker_burst
 from workers.mapping import BROADCAST_ID_NAMESPACE
-
-
-async def sim_requests(base_url: str, path: str, method: str = "POST") -> list[dict[str, Any]]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{base_url}/_sim/requests", params={"path": path, "method": method}) as response:
-            records: list[dict[str, Any]] = await response.json()
-    return records
-
-
-async def sim_state(base_url: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session, session.get(f"{base_url}/_sim/state") as response:
-        state: dict[str, Any] = await response.json()
-    return state
-
-
-async def set_faults(base_url: str, **faults: Any) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{base_url}/_sim/faults", json=faults) as response:
-            assert response.status == 200
-
-
-def magnews_event(event_id: str, topic: str, **data: Any) -> dict[str, Any]:
-    base = {"idcontact": 500106, "iddatabase": 7, "email": "ada@example.com", "fields": {"name": "Ada"}}
-    return {"id": event_id, "topic": topic, "timestamp": "2025-11-14T13:00:00Z", "data": base | data}
-
-
-def magnify_metric(event_type: str, user: str = "user_42", at: int = 1640995200000) -> dict[str, Any]:
-    return {
-        "account": {"id": "acc_1", "name": "Acme"},
-        "user": {"id": user, "name": "John Doe"},
-        "motion": {"id": "00000000-0000-0000-0000-000000000001", "name": "Welcome Series", "version": "1"},
-        "emailEvent": {"templateId": "template_abc", "templateVersion": 1, "type": event_type},
-        "occurredAt": at,
-    }
-
-
-async def event_record(redis: aioredis.Redis, event_id: str) -> dict[str, Any]:
-    event = await EventReader(redis).get(event_id)
-    assert event is not None
-    return {"status": event.status, "actions": list(event.actions.values())}
 
 
 @pytest.mark.parametrize(
@@ -221,6 +183,7 @@ async def test_worker_dying_after_the_send_repeats_no_side_effect(
     assert (await event_record(redis, "crash"))["status"] == "delivered"
 
 
+@pytest.mark.slow
 async def test_transient_failure_is_retried_and_delivered_once(
     service: Service, settings: Settings, simulators: Simulators, redis: aioredis.Redis
 ) -> None:
@@ -272,6 +235,7 @@ async def test_permanent_rejection_keeps_the_response_body(
     assert len(await sim_requests(simulators.endpoints.magicbell_base_url, "/broadcasts")) == 1
 
 
+@pytest.mark.slow
 async def test_a_crashing_job_is_retried_then_dead_lettered_with_the_error(
     service: Service, settings: Settings, redis: aioredis.Redis
 ) -> None:

@@ -7,7 +7,7 @@ import io
 import redis.asyncio as aioredis
 
 from bridge.cli.demo import run_demo
-from tests.conftest import SettingsFactory
+from tests.support.service import SettingsFactory
 
 
 async def test_demo_runs_to_completion_and_matches_the_simulators(

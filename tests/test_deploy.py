@@ -29,9 +29,9 @@ import yaml
 from bridge.simulators import SIM_CORE, Simulators
 from config.rules import load_rules
 from config.settings import DEFAULT_RULES_FILE, Settings
-from tests.conftest import SettingsFactory
-from tests.processes import settings_env
-from tests.redis_server import free_port
+from tests.support.processes import settings_env
+from tests.support.redis_server import free_port
+from tests.support.service import SettingsFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
@@ -169,6 +169,7 @@ class Container:
 
 
 @pytest.mark.parametrize("command", ["web", "worker", "run"])
+@pytest.mark.slow
 async def test_entry_command_is_healthy_and_stops_cleanly_on_sigterm(
     command: str, make_settings: SettingsFactory, redis: aioredis.Redis, tmp_path: Path
 ) -> None:
@@ -185,6 +186,7 @@ async def test_entry_command_is_healthy_and_stops_cleanly_on_sigterm(
     assert took < 10
 
 
+@pytest.mark.slow
 async def test_run_drains_jobs_in_flight_on_sigterm(
     make_settings: SettingsFactory, simulators: Simulators, redis: aioredis.Redis, tmp_path: Path
 ) -> None:

@@ -21,12 +21,14 @@ from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
 
+import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from tests.conftest import Service, SettingsFactory
+from tests.support.service import Service, SettingsFactory
+from tests.support.store import queued_batches
 
 T = TypeVar("T")
 WEBHOOK = "/webhooks/magnews"
@@ -113,7 +115,7 @@ def assert_refusal(driver: Driver, status: int, content_type: str, document: Any
 
 async def _queued(redis: aioredis.Redis) -> dict[str, list[str]]:
     """Each queued delivery job's event ids."""
-    return {job.job_id: list(job.args[0]) for job in await redis.queued_jobs()}  # type: ignore[attr-defined]
+    return await queued_batches(redis)
 
 
 async def _stored(redis: aioredis.Redis, ids: list[str]) -> tuple[list[Any], list[bool], int]:
@@ -172,6 +174,7 @@ CONTENT_TYPES = st.sampled_from(
 )
 
 
+@pytest.mark.slow
 async def test_arbitrary_bytes_never_crash_nor_store(service: Service, redis: aioredis.Redis) -> None:
     driver = Driver(service, redis, asyncio.get_running_loop())
     json_ish = st.sampled_from([b"{", b"}", b"[", b"]", b'"', b":", b",", b"topic", b"\\u", b"\xff", b"\x00", b"1e9"])
@@ -249,6 +252,7 @@ def _deep(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
+@pytest.mark.slow
 async def test_arbitrary_json_never_crashes_nor_stores_garbage(
     start_service: Any, make_settings: SettingsFactory, redis: aioredis.Redis
 ) -> None:
@@ -358,6 +362,7 @@ def near_valid_item(draw: st.DrawFn) -> tuple[dict[str, Any], str | None]:
 ITEM_ORDER = {"topic": 0, "data": 1, "id": 2, "timestamp": 3}  # the order the receiver checks them in
 
 
+@pytest.mark.slow
 async def test_near_valid_events_get_exactly_the_expected_answer(service: Service, redis: aioredis.Redis) -> None:
     driver = Driver(service, redis, asyncio.get_running_loop())
     batches = st.tuples(st.lists(near_valid_item(), min_size=1, max_size=5), st.booleans())
@@ -390,6 +395,7 @@ async def test_near_valid_events_get_exactly_the_expected_answer(service: Servic
 # --- 4. tokens ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_no_guessed_token_gets_in(
     start_service: Any, make_settings: SettingsFactory, redis: aioredis.Redis
 ) -> None:

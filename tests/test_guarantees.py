@@ -7,28 +7,26 @@ correctness (nothing lost, nothing repeated), never about speed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import signal
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
-from arq import Worker
 
 from bridge.simulators import Simulators
 from bridge.simulators.common import SIM_CORE
 from bridge.store.reads import EventReader
-from config.settings import Settings
-from tests.conftest import Service, SettingsFactory, run_worker_burst
-from tests.processes import start_process, stop_process
-from tests.redis_server import RedisServer
-from tests.support import ingest
-from workers.worker import create_worker
+from tests.support.processes import start_process, stop_process
+from tests.support.redis_server import RedisServer
+from tests.support.service import Service, SettingsFactory
+from tests.support.store import ingest
+from tests.support.waiting import statuses, wait_delivered, wait_until
+from tests.support.workers import run_worker_burst, running_worker
 
 
 def delete_event(number: int, prefix: str = "g") -> dict[str, Any]:
@@ -57,47 +55,6 @@ async def post_all(service: Service, events: list[dict[str, Any]], batch: int = 
     for start in range(0, len(events), batch):
         async with service.post_webhook(events[start : start + batch]) as response:
             assert response.status == 200
-
-
-async def statuses(redis: aioredis.Redis, ids: list[str]) -> dict[str, int]:
-    counts: dict[str, int] = defaultdict(int)
-    async with redis.pipeline(transaction=False) as pipe:
-        for event_id in ids:
-            pipe.hget(f"mb:event:{event_id}", "status")
-        for value in await pipe.execute():
-            counts[value.decode() if value else "missing"] += 1
-    return dict(counts)
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, step: float = 0.1) -> float:
-    """Seconds until ``check()`` held; fails the test after ``timeout``."""
-    started = time.monotonic()
-    while not await check():
-        assert time.monotonic() - started < timeout, "timed out"
-        await asyncio.sleep(step)
-    return time.monotonic() - started
-
-
-async def wait_delivered(client: aioredis.Redis, ids: list[str], timeout: float, step: float = 0.1) -> float:
-    """Seconds until every one of ``ids`` is ``delivered``; fails the test after ``timeout``."""
-
-    async def all_delivered() -> bool:
-        return (await statuses(client, ids)) == {"delivered": len(ids)}
-
-    return await wait_until(all_delivered, timeout, step)
-
-
-@contextlib.asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
-    worker = create_worker(settings, handle_signals=False, poll_delay=0.01)
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield worker
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await worker.close()
 
 
 async def test_5xx_and_429_bursts_deliver_everything_once_and_honour_retry_after(
@@ -188,6 +145,7 @@ async def test_batch_merge_maps_each_result_to_its_action(
     assert simulators.magnews_app[SIM_CORE].backend.summary()["contacts"] == 15
 
 
+@pytest.mark.slow
 async def test_rate_limit_is_shared_by_workers(
     service: Service, make_settings: SettingsFactory, simulators: Simulators
 ) -> None:
@@ -201,6 +159,7 @@ async def test_rate_limit_is_shared_by_workers(
     print(f"\n20 broadcasts at 10 rps from two workers: {times[-1] - times[0]:.2f}s, min gap {min(gaps):.3f}s")
 
 
+@pytest.mark.slow
 async def test_one_destination_down_does_not_slow_the_other(
     service: Service, make_settings: SettingsFactory, simulators: Simulators, redis: aioredis.Redis
 ) -> None:
@@ -253,6 +212,7 @@ def _merged_user_ids(body: dict[str, Any]) -> list[str]:
     return [body["values"]["magnify_user_id"]]
 
 
+@pytest.mark.slow
 async def test_worker_killed_twice_loses_and_repeats_nothing(
     service: Service, make_settings: SettingsFactory, simulators: Simulators, redis: aioredis.Redis
 ) -> None:
@@ -283,6 +243,7 @@ async def test_worker_killed_twice_loses_and_repeats_nothing(
     assert await redis.zcard("mb:dead") == 0
 
 
+@pytest.mark.slow
 async def test_redis_restart_during_a_run_loses_no_accepted_event(
     make_settings: SettingsFactory, simulators: Simulators, start_service: Any, tmp_path: Path
 ) -> None:
@@ -333,6 +294,7 @@ async def test_redis_restart_during_a_run_loses_no_accepted_event(
         server.stop()
 
 
+@pytest.mark.slow
 async def test_sigterm_drains_running_jobs_and_exits_cleanly(
     service: Service, make_settings: SettingsFactory, simulators: Simulators, redis: aioredis.Redis
 ) -> None:

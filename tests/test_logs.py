@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,28 +10,15 @@ import redis.asyncio as aioredis
 import structlog
 
 from bridge.logs import configure_logging
-from tests.conftest import SettingsFactory, run_worker_burst
-from tests.test_delivery import magnews_event
+from tests.support.events import magnews_event
+from tests.support.service import SettingsFactory
+from tests.support.workers import run_worker_burst
 
 SECRETS = {
     "webhook_secret": "hook-secret-5f2a9c",
     "admin_token": "admin-token-8d41e7",
     "magnify_client_secret": "magnify-secret-77aa01",
 }
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """configure_logging changes process-wide state; put it back for the other tests."""
-    config = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    access_level = logging.getLogger("aiohttp.access").level
-    yield
-    structlog.configure(**config)
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logging.getLogger("aiohttp.access").setLevel(access_level)
 
 
 def _lines(text: str) -> list[dict[str, Any]]:

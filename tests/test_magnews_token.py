@@ -21,9 +21,10 @@ from bridge.simulators.magnews_oauth import MAGNEWS_OAUTH, SIM_CLIENT_ID, SIM_CL
 from bridge.store.reads import EventReader
 from config.errors import MagnewsAuthError, PermanentDeliveryError, TransientDeliveryError
 from config.settings import Settings
-from tests.conftest import SettingsFactory, run_worker_burst
-from tests.support import ingest
-from tests.test_delivery import magnify_metric
+from tests.support.events import magnify_metric
+from tests.support.service import SettingsFactory
+from tests.support.store import ingest
+from tests.support.workers import run_worker_burst
 from workers.destinations.magnews import MagnewsClient
 from workers.destinations.magnews_auth import (
     ACCESS_TOKEN_KEY,
@@ -230,6 +231,7 @@ async def test_a_refused_refresh_token_is_transient_named_and_not_hammered(
     assert oauth(simulators).refusals == 1, "refusals are remembered for a few seconds"
 
 
+@pytest.mark.slow
 async def test_the_keeper_renews_while_nothing_is_delivered(
     refresh_settings: Settings, simulators: Simulators, session: aiohttp.ClientSession, redis: aioredis.Redis
 ) -> None:

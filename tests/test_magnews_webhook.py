@@ -3,9 +3,7 @@ reaches the real receiver on a real socket; the documented ``test request failed
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,27 +11,16 @@ from typing import Any
 
 import pytest
 
-from bridge.cli.magnews_webhook import add_webhook_parser, receiver_url, rule_topics, run_webhook_command
+from bridge.cli.magnews_webhook import receiver_url, rule_topics
 from bridge.simulators import SIM_CORE, Simulators
 from bridge.simulators.magnews import MAGNEWS_BACKEND
 from config.rules import load_rules
 from config.settings import DEFAULT_RULES_FILE, Settings
-from tests.conftest import Service, SettingsFactory
-from tests.processes import settings_env
+from tests.support.commands import magnews_webhook
+from tests.support.processes import settings_env
+from tests.support.service import Service, SettingsFactory
 
 SECRET = "hook-secret-4f1c"
-
-
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_webhook_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["magnews-webhook", *argv])
-
-
-async def run(settings: Settings, *argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    status = await run_webhook_command(parse(*argv), settings, out, err)
-    return status, out.getvalue(), err.getvalue()
 
 
 def subscriptions(simulators: Simulators) -> list[Any]:
@@ -78,7 +65,7 @@ async def test_register_subscribes_the_receiver_after_its_test_request(
     service: Service = await start_service(settings)
     settings = make_settings(webhook_secret=SECRET, public_url=service.url)
 
-    status, out, err = await run(settings, "register")
+    status, out, err = await magnews_webhook(settings, "register")
 
     assert (status, err) == (0, "")
     [webhook] = subscriptions(simulators)
@@ -90,8 +77,8 @@ async def test_register_subscribes_the_receiver_after_its_test_request(
     assert create.status == 200 and create.headers["Authorization"] == "Bearer sim-magnews-token"
 
     # Again: nothing changes. New topics or a new secret: the same subscription is updated.
-    assert (await run(settings, "register"))[1].startswith(f"unchanged webhook #{webhook.id}")
-    status, out, _ = await run(settings, "register", "--topics", "contacts/update,contacts/create")
+    assert (await magnews_webhook(settings, "register"))[1].startswith(f"unchanged webhook #{webhook.id}")
+    status, out, _ = await magnews_webhook(settings, "register", "--topics", "contacts/update,contacts/create")
     assert status == 0 and out.startswith(f"updated webhook #{webhook.id}")
     [webhook] = subscriptions(simulators)
     assert webhook.topics == "contacts/create,contacts/update"
@@ -103,7 +90,7 @@ async def test_a_failing_test_request_is_reported_with_what_to_check(
     service: Service = await start_service(make_settings(webhook_secret="the-receivers-secret"))
     settings = make_settings(webhook_secret=SECRET, public_url=service.url)  # not the receiver's secret
 
-    status, out, err = await run(settings, "register")
+    status, out, err = await magnews_webhook(settings, "register")
 
     assert status == 1
     assert "test request failed (HTTP 401 test request failed)" in err
@@ -116,7 +103,7 @@ async def test_unreachable_receiver_fails_the_test_request(
     make_settings: SettingsFactory, simulators: Simulators, redis: Any
 ) -> None:
     settings = make_settings(public_url="http://127.0.0.1:9")  # discard port: nothing listens
-    status, _, err = await run(settings, "register")
+    status, _, err = await magnews_webhook(settings, "register")
     assert status == 1 and "Magnews refused the subscription: test request failed" in err
 
 
@@ -125,23 +112,26 @@ async def test_list_update_and_delete(
 ) -> None:
     service: Service = await start_service(make_settings(webhook_secret=SECRET))
     settings = make_settings(webhook_secret=SECRET, public_url=service.url)
-    assert (await run(settings, "register"))[0] == 0
+    assert (await magnews_webhook(settings, "register"))[0] == 0
     [webhook] = subscriptions(simulators)
 
-    status, out, _ = await run(settings, "list")
+    status, out, _ = await magnews_webhook(settings, "list")
     assert status == 0 and "(this bridge)" in out and SECRET not in out and out.endswith("1 subscription(s)\n")
 
-    status, out, _ = await run(settings, "update", str(webhook.id), "--status", "suspended")
+    status, out, _ = await magnews_webhook(settings, "update", str(webhook.id), "--status", "suspended")
     assert status == 0 and "suspended" in out and webhook.status == "suspended"
-    assert (await run(settings, "register"))[1].startswith(f"updated webhook #{webhook.id}"), "register reactivates"
+    assert (await magnews_webhook(settings, "register"))[1].startswith(f"updated webhook #{webhook.id}"), (
+        "register reactivates"
+    )
     assert webhook.status == "active"
 
-    assert await run(settings, "delete", str(webhook.id)) == (0, f"deleted webhook #{webhook.id}\n", "")
+    assert await magnews_webhook(settings, "delete", str(webhook.id)) == (0, f"deleted webhook #{webhook.id}\n", "")
     assert subscriptions(simulators) == []
-    status, _, err = await run(settings, "delete", str(webhook.id))
+    status, _, err = await magnews_webhook(settings, "delete", str(webhook.id))
     assert status == 1 and "webhook not found" in err
 
 
+@pytest.mark.slow
 async def test_the_command_line_registers_as_a_process(
     start_service: Callable[[Settings], Any], make_settings: SettingsFactory, simulators: Simulators, redis: Any
 ) -> None:

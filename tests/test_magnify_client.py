@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from bridge.simulators import SIM_CORE, Simulators, run_simulators
 from config.errors import InvalidMotionId, MagnifyApiError
-from tests.magnify_support import api_requests, backend
+from tests.support.magnify import api_requests, backend
 from workers.magnify.auth import TokenManager
 from workers.magnify.client import MagnifyClient, MagnifyLimits, RetryPolicy, parse_motion_id
 

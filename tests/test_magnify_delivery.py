@@ -10,8 +10,9 @@ import redis.asyncio as aioredis
 from bridge.events import magnify_envelope
 from bridge.simulators import SIM_CORE, run_simulators
 from bridge.store.reads import EventReader
-from tests.conftest import SettingsFactory, run_worker_burst
-from tests.magnify_support import backend, magnify_settings, open_poller
+from tests.support.magnify import backend, magnify_settings, open_poller
+from tests.support.service import SettingsFactory
+from tests.support.workers import run_worker_burst
 
 PREFIX = "magnify_send_email_"
 MERGED = {PREFIX + kind for kind in ("delivered", "open", "click", "bounce", "dropped")}

@@ -17,8 +17,7 @@ from bridge.events import magnify_envelope
 from bridge.simulators import SIM_CORE, Simulators, run_simulators
 from bridge.store.stats import GAUGES_KEY, HIST_PREFIX
 from config.errors import MagnifyApiError
-from tests.conftest import SettingsFactory
-from tests.magnify_support import (
+from tests.support.magnify import (
     append,
     backend,
     clear_requests,
@@ -30,7 +29,8 @@ from tests.magnify_support import (
     polled_motions,
     stat,
 )
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
+from tests.support.service import SettingsFactory
 from workers.magnify.checkpoints import CHECKPOINTS_KEY
 from workers.magnify.client import MagnifyLimits
 from workers.magnify.poller import LOCK_KEY, POLLED_STATES, cron_seconds, magnify_cron_jobs
@@ -72,6 +72,7 @@ async def test_first_full_poll_then_an_unchanged_account_costs_one_request_per_m
     assert await stat(redis, "magnify_metrics_duplicate") == 0
 
 
+@pytest.mark.slow
 async def test_metrics_appended_between_cycles(
     make_settings: SettingsFactory, redis: aioredis.Redis, order: str
 ) -> None:
@@ -89,6 +90,7 @@ async def test_metrics_appended_between_cycles(
     assert await stat(redis, "magnify_metrics_ingested") == len(expected)
 
 
+@pytest.mark.slow
 async def test_metrics_appended_while_a_cycle_pages(
     make_settings: SettingsFactory, redis: aioredis.Redis, order: str
 ) -> None:
@@ -126,6 +128,7 @@ async def test_metrics_appended_while_a_cycle_pages(
     assert first.resets + second.resets + last.resets == 0
 
 
+@pytest.mark.slow
 async def test_a_small_budget_spreads_the_first_read_over_cycles_without_loss(
     make_settings: SettingsFactory, redis: aioredis.Redis, order: str
 ) -> None:
@@ -227,6 +230,7 @@ async def test_only_one_poll_runs_at_a_time(
     assert await stat(redis, "magnify_polls|outcome=ok") == 1
 
 
+@pytest.mark.slow
 async def test_a_stale_lock_lapses_and_a_lost_lease_stops_the_cycle(
     make_settings: SettingsFactory, simulators: Simulators, redis: aioredis.Redis
 ) -> None:

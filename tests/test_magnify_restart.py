@@ -15,8 +15,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from bridge.simulators import SIM_CORE, Simulators, run_simulators
-from tests.magnify_support import append, expected_ids, ingested_ids, stat
-from tests.redis_server import RedisServer
+from tests.support.magnify import append, expected_ids, ingested_ids, stat
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.slow  # real worker processes, killed and restarted
 
 REPO = Path(__file__).resolve().parent.parent
 # Rules that match no Magnify event: every delivery job is a quick "ignored", so the worker's time

@@ -15,8 +15,8 @@ from pydantic import SecretStr
 
 from bridge.simulators import SIM_CORE, Simulators, run_simulators
 from config.errors import MagnifyApiError, MagnifyAuthError
-from tests.conftest import SettingsFactory
-from tests.magnify_support import api_requests, backend, magnify_settings, open_poller
+from tests.support.magnify import api_requests, backend, magnify_settings, open_poller
+from tests.support.service import SettingsFactory
 from workers.magnify.auth import AUTH_STATE_KEY, READ_SCOPE, AttemptListener, TokenAttempt, TokenManager
 from workers.magnify.client import MagnifyClient, RetryPolicy
 

@@ -9,9 +9,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.labels import event_type_label
 from bridge.simulators import Simulators
 from bridge.store.stats import Stats
-from tests.conftest import Service, SettingsFactory, run_worker_burst
-from tests.redis_server import RedisServer
-from tests.test_delivery import magnews_event, set_faults
+from tests.support.events import magnews_event
+from tests.support.redis_server import RedisServer
+from tests.support.service import Service, SettingsFactory
+from tests.support.simulators import set_faults
+from tests.support.workers import run_worker_burst
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -36,6 +38,7 @@ def names(samples: Samples) -> set[str]:
     return {name for name, _ in samples}
 
 
+@pytest.mark.slow
 async def test_metrics_move_as_events_flow(
     service: Service, make_settings: SettingsFactory, simulators: Simulators, redis: aioredis.Redis
 ) -> None:

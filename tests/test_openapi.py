@@ -10,9 +10,9 @@ import redis.asyncio as aioredis
 
 from bridge.web.app import create_app
 from bridge.web.openapi import build_openapi
-from tests.conftest import Service, SettingsFactory, run_worker_burst
-from tests.test_delivery import magnews_event
-from tests.test_probes import running_worker
+from tests.support.events import magnews_event
+from tests.support.service import Service, SettingsFactory
+from tests.support.workers import run_worker_burst, running_worker
 
 TOKEN = "openapi-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

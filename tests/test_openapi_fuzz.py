@@ -36,8 +36,9 @@ from schemathesis.checks import (
 )
 
 from bridge.web.openapi import build_openapi
-from tests.conftest import SettingsFactory, run_worker_burst
-from tests.test_delivery import magnews_event
+from tests.support.events import magnews_event
+from tests.support.service import SettingsFactory
+from tests.support.workers import run_worker_burst
 
 TOKEN = "openapi-fuzz-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -80,6 +81,7 @@ async def test_unicode_digits_in_admin_parameters_are_a_400(
         assert response.status == 400
 
 
+@pytest.mark.slow
 async def test_every_operation_of_the_document_survives_generated_requests(
     start_service: Any, make_settings: SettingsFactory, redis: aioredis.Redis
 ) -> None:

@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
-from arq import Worker
 
 from bridge.web.health import MAGNIFY_AUTH_KEY, WORKER_HEARTBEAT_KEY
 from config.settings import Settings
-from tests.conftest import Service, SettingsFactory
-from tests.redis_server import RedisServer
-from workers.worker import create_worker
-
-
-@contextlib.asynccontextmanager
-async def running_worker(settings: Settings, redis: aioredis.Redis) -> AsyncIterator[Worker]:
-    """A real worker in the background, yielded once its first heartbeat is in Redis."""
-    worker = create_worker(settings, handle_signals=False, poll_delay=0.01)
-    task = asyncio.create_task(worker.async_run())
-    try:
-        deadline = time.monotonic() + 5
-        while not await redis.exists(WORKER_HEARTBEAT_KEY):
-            assert time.monotonic() < deadline, "no worker heartbeat"
-            await asyncio.sleep(0.01)
-        yield worker
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await worker.close()
+from tests.support.redis_server import RedisServer
+from tests.support.service import Service, SettingsFactory
+from tests.support.workers import running_worker
 
 
 async def ready(service: Service) -> tuple[int, dict[str, Any]]:

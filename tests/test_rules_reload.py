@@ -10,15 +10,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
 from bridge.simulators import SIM_CORE, Simulators
 from bridge.web.health import WORKER_HEARTBEAT_KEY
 from config.rules import load_rules
-from tests.conftest import Service, SettingsFactory
-from tests.processes import settings_env
-from tests.test_guarantees import running_worker, wait_until
+from tests.support.processes import settings_env
+from tests.support.service import Service, SettingsFactory
+from tests.support.waiting import wait_until
+from tests.support.workers import running_worker
 from workers.rules_reload import RulesReloader
 
 _BROADCAST = '[[rules.actions]]\nkind = "magicbell.broadcast"\nrecipients = ["ops@example.com"]\ntitle = "{title}"\n'
@@ -107,6 +109,7 @@ async def _true(value: bool) -> bool:
     return value
 
 
+@pytest.mark.slow
 async def test_sighup_reloads_a_worker_process(
     service: Service, make_settings: SettingsFactory, simulators: Simulators, redis: aioredis.Redis, tmp_path: Path
 ) -> None:

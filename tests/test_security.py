@@ -10,7 +10,6 @@ import logging
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,10 @@ from bridge.simulators import Simulators
 from bridge.web.webhook_guard import client_address
 from config.errors import ConfigError
 from config.settings import Settings, load_settings
-from tests.conftest import Service, SettingsFactory, run_worker_burst
-from tests.test_delivery import event_record, sim_requests
+from tests.support.service import Service, SettingsFactory
+from tests.support.simulators import sim_requests
+from tests.support.store import event_record
+from tests.support.workers import run_worker_burst
 
 JSON = {"Content-Type": "application/json"}
 WEBHOOK = "/webhooks/magnews"
@@ -414,17 +415,6 @@ def test_settings_never_show_secrets() -> None:
         _assert_no_secret(shown)
     assert settings.webhook_secret is not None
     assert settings.webhook_secret.get_secret_value() == SECRETS["webhook_secret"]
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    access = logging.getLogger("aiohttp.access")
-    saved = (list(root.handlers), root.level, access.level, structlog.get_config())
-    yield
-    root.handlers[:], root.level = saved[0], saved[1]
-    access.setLevel(saved[2])
-    structlog.configure(**saved[3])
 
 
 async def test_tokens_never_reach_the_logs(

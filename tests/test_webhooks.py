@@ -15,8 +15,9 @@ from arq.constants import job_key_prefix
 
 from bridge.events import canonical_json
 from config.settings import Settings
-from tests.conftest import Service, SettingsFactory
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
+from tests.support.service import Service, SettingsFactory
+from tests.support.store import queued_batches
 
 EVENT = {
     "id": "evt-1",
@@ -50,7 +51,8 @@ async def test_one_event_is_stored_indexed_and_queued(
     assert await redis.zscore("mb:events", "evt-1") is not None
     [job] = await redis.queued_jobs()
     assert stored[b"job"].decode() == job.job_id, "the event names the job that owns it"
-    assert (job.function, list(job.args), job.kwargs) == ("deliver_events", [["evt-1"]], {})
+    assert (job.function, list(job.args), job.kwargs) == ("deliver_events", [], {})
+    assert await queued_batches(redis) == {job.job_id: ["evt-1"]}, "the job's batch holds the event"
     # arq keeps a job that no worker started for the retention window, not its default day.
     assert settings.retention_seconds - 60 < await redis.ttl(job_key_prefix + job.job_id) <= settings.retention_seconds
 
@@ -61,7 +63,7 @@ async def test_repeats_are_acknowledged_as_duplicates(service: Service, redis: a
         assert await response.json() == {"accepted": 2, "duplicates": 1, "event_ids": ["a", "b", "a"]}
     async with service.post_webhook(batch) as response:
         assert await response.json() == {"accepted": 0, "duplicates": 3, "event_ids": ["a", "b", "a"]}
-    assert [list(job.args) for job in await redis.queued_jobs()] == [[["a", "b"]]], "one job for the new events"
+    assert list((await queued_batches(redis)).values()) == [["a", "b"]], "one job for the new events"
     assert await redis.hgetall("mb:stats") == {
         b"received": b"2",
         b"duplicates": b"4",

@@ -1,4 +1,5 @@
-"""Real ``magbridge`` processes for tests where a process must die or be signalled."""
+"""Real ``magbridge`` (and ``arq``) processes for tests where a process must die, be signalled or be the
+entry point under test."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
 from config.settings import Settings
 
-__all__ = ["settings_env", "start_process", "stop_process"]
+__all__ = ["settings_env", "start_arq", "start_process", "stop_process"]
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -38,6 +40,15 @@ async def start_process(command: str, settings: Settings, **extra: str) -> async
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
+
+
+async def start_arq(settings: Settings, *argv: str, cwd: Path, output: Path) -> asyncio.subprocess.Process:
+    """``python -m arq *argv`` (arq's own command line) with the settings in its environment, run in ``cwd``
+    (away from any ``.env`` of the working tree); its output goes to ``output``."""
+    with output.open("ab") as sink:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "arq", *argv, cwd=cwd, env=settings_env(settings), stdout=sink, stderr=sink
+        )
 
 
 async def stop_process(process: asyncio.subprocess.Process, sig: int = signal.SIGTERM, timeout: float = 60) -> Any:

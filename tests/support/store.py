@@ -1,10 +1,12 @@
-"""Helpers shared by the test modules: the event store and the queue seen from outside."""
+"""The event store and arq's queue seen from outside: ingest, requeue, drop jobs, dead letters, records."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
+import redis.asyncio as aioredis
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix
 
@@ -12,7 +14,10 @@ from bridge.events import Envelope
 from bridge.store import keys
 from bridge.store.ingest import EventWriter
 from bridge.store.queue import QUEUE_NAME, deliver_job_id, enqueue_deliveries
+from bridge.store.reads import EventReader
 from bridge.store.records import now_ms
+
+__all__ = ["drop_jobs", "event_record", "ingest", "mark_dead", "queued_batches", "requeue"]
 
 
 async def ingest(redis: ArqRedis, envelopes: Sequence[Envelope], *, retention_seconds: int = 3600) -> list[bool]:
@@ -23,10 +28,21 @@ async def ingest(redis: ArqRedis, envelopes: Sequence[Envelope], *, retention_se
 async def requeue(redis: ArqRedis, event_ids: list[str]) -> str:
     """Hand stored events to a new delivery job whatever their state: a job that runs them again."""
     job_id = deliver_job_id(event_ids, f"test:{time.monotonic_ns()}")
-    for event_id in event_ids:
-        await redis.hset(keys.event(event_id), "job", job_id)  # type: ignore[misc]
-    await enqueue_deliveries(redis, {job_id: event_ids})
+    async with redis.pipeline(transaction=True) as pipe:
+        for event_id in event_ids:
+            pipe.hset(keys.event(event_id), "job", job_id)
+        pipe.rpush(keys.batch(job_id), *event_ids)
+        await pipe.execute()
+    await enqueue_deliveries(redis, [job_id])
     return job_id
+
+
+async def queued_batches(redis: ArqRedis) -> dict[str, list[str]]:
+    """Each queued delivery job's batch: the event ids its list (``keys.batch``) holds, in order."""
+    return {
+        job.job_id: [event_id.decode() for event_id in await redis.lrange(keys.batch(job.job_id), 0, -1)]  # type: ignore[misc]
+        for job in await redis.queued_jobs()
+    }
 
 
 async def drop_jobs(redis: ArqRedis) -> None:
@@ -44,3 +60,10 @@ async def mark_dead(redis: ArqRedis, event_id: str, error: str) -> None:
         pipe.zadd(keys.DEAD_INDEX, {event_id: now_ms()})
         pipe.persist(keys.event(event_id))
         await pipe.execute()
+
+
+async def event_record(redis: aioredis.Redis, event_id: str) -> dict[str, Any]:
+    """A stored event's status and action records; the event must exist."""
+    event = await EventReader(redis).get(event_id)
+    assert event is not None
+    return {"status": event.status, "actions": list(event.actions.values())}
