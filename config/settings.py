@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     # Delivery jobs one worker runs at once, the most events one job carries (one batch: one
     # transaction records it), and how often an idle worker asks arq's queue for due jobs. Several
     # batches overlap, so some wait on Redis or the network while another computes.
-    worker_max_jobs: int = Field(8, ge=1)
+    worker_max_jobs: int = Field(4, ge=1)
     worker_batch_size: int = Field(100, ge=1, le=1000)
     worker_poll_seconds: float = Field(0.005, gt=0, le=5)
     retry_base_seconds: float = Field(1, gt=0)

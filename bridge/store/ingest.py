@@ -11,6 +11,7 @@ events wait in ``keys.PENDING_INDEX`` and the sweeper (``workers.sweeper``) queu
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -36,9 +37,10 @@ class EventWriter:
         self._retention_ms = retention_seconds * 1000
         self._batch_size = batch_size
         self._ingest = script(redis, __package__, "ingest.lua")
-        # Jobs this process enqueued: arq holds each until a worker begins it, and a begun job takes
-        # no new events, so a job in here needs no second ``enqueue_job``.
-        self._enqueued: OrderedDict[str, None] = OrderedDict()
+        # Jobs this process enqueued, or is enqueueing: arq holds each until a worker begins it, and a
+        # begun job takes no new events, so a job in here needs no second ``enqueue_job``; calls that
+        # meet a job being enqueued wait for that one call (a failed one is tried again).
+        self._enqueues: OrderedDict[str, asyncio.Future[None]] = OrderedDict()
 
     async def ingest(self, envelopes: Sequence[Envelope]) -> list[bool]:
         """Store and queue each envelope not seen before; ``True`` per envelope that was new.
@@ -61,15 +63,20 @@ class EventWriter:
             results, taken = await self._ingest(keys=_INGEST_KEYS, args=args)
             jobs = dict.fromkeys(job.decode() for job in taken)
             jobs.update((result.decode(), None) for result in results if isinstance(result, bytes))
-            fresh = [job for job in jobs if job not in self._enqueued]
-            await enqueue_deliveries(self._redis, fresh, expires_s=self._retention_ms / 1000)
+            await asyncio.gather(*(asyncio.shield(self._enqueue(job)) for job in jobs))
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
-        for job in fresh:
-            self._enqueued[job] = None
-        while len(self._enqueued) > _REMEMBERED_JOBS:
-            self._enqueued.popitem(last=False)
         return [result == 1 for result in results]
+
+    def _enqueue(self, job: str) -> asyncio.Future[None]:
+        """The one ``enqueue_job`` call of ``job`` in this process, started now if none succeeded or runs."""
+        call = self._enqueues.get(job)
+        if call is None or (call.done() and (call.cancelled() or call.exception() is not None)):
+            call = asyncio.ensure_future(enqueue_deliveries(self._redis, [job], expires_s=self._retention_ms / 1000))
+            self._enqueues[job] = call
+            while len(self._enqueues) > _REMEMBERED_JOBS:
+                self._enqueues.popitem(last=False)
+        return call
 
 
 _INGEST_KEYS = [keys.EVENTS_INDEX, keys.PENDING_INDEX, keys.STATS, keys.INTAKE]
