@@ -741,3 +741,23 @@ async def test_faults_are_validated_and_reset_clears_everything(sims: Simulators
     assert (status, summary) == (200, {"broadcasts": 0, "side_effects": 0})
     assert (await call(http, "GET", f"{base}/_sim/requests"))[1] == []
     assert (await call(http, "GET", f"{base}/broadcasts", headers=MAGICBELL_AUTH))[0] == 200
+
+
+async def test_readings_are_chosen_per_simulator_and_refused_when_unknown() -> None:
+    from bridge.simulators.readings import Readings, UnknownReading, parse_reading
+
+    readings = Readings("magnews", {"merge_result": ("table", "examples")})
+    assert readings["merge_result"] == "table", "the first answer is the default"
+    readings.update({"merge_result": "examples"})
+    assert readings.current == {"merge_result": "examples"}
+    with pytest.raises(UnknownReading, match="merge_result: must be one of table, examples"):
+        readings.update({"merge_result": "guess"})
+    with pytest.raises(UnknownReading, match="magnews has no reading 'nope'"):
+        readings.update({"nope": "x"})
+    assert readings.current == {"merge_result": "examples"}, "a refused change changes nothing"
+    assert parse_reading("magicbell.repeated_id=409") == ("magicbell", "repeated_id", "409")
+    with pytest.raises(UnknownReading, match=r"expected VENDOR\.QUESTION=ANSWER"):
+        parse_reading("magicbell=409")
+    with pytest.raises(UnknownReading, match="no simulator 'nobody'"):
+        async with run_simulators(readings={"nobody": {"x": "y"}}):
+            pass

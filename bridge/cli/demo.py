@@ -18,6 +18,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -266,7 +267,15 @@ def _report(summary: DemoSummary, out: TextIO) -> None:
     out.write("\n".join(lines) + "\n")
 
 
-async def run_demo(settings: Settings, *, events: int, out: TextIO, seed: int = 7, timeout: float = 120) -> DemoSummary:
+async def run_demo(
+    settings: Settings,
+    *,
+    events: int,
+    out: TextIO,
+    seed: int = 7,
+    timeout: float = 120,
+    readings: Mapping[str, Mapping[str, str]] | None = None,
+) -> DemoSummary:
     """Run the demo and return its summary (also printed to ``out``)."""
     from workers.worker import create_worker
 
@@ -274,7 +283,7 @@ async def run_demo(settings: Settings, *, events: int, out: TextIO, seed: int = 
     # A fresh Magnify account per run (seeded by a random run), so a re-run on the same Redis does
     # not find its metrics already ingested.
     magnify = {**MAGNIFY_ACCOUNTS["small"], "seed": random.randrange(2**32)}
-    async with run_simulators(magnify=magnify) as sims, aiohttp.ClientSession() as http:
+    async with run_simulators(magnify=magnify, readings=readings) as sims, aiohttp.ClientSession() as http:
         settings = _demo_settings(settings, sims.endpoints)
         runner = web.AppRunner(create_app(settings))
         await runner.setup()

@@ -16,6 +16,7 @@ from bridge.cli.gc_tuning import tune_gc
 from bridge.cli.magnews_webhook import add_webhook_parser, cmd_magnews_webhook
 from bridge.cli.replay import add_replay_parser, cmd_replay
 from bridge.logs import configure_logging
+from bridge.simulators.readings import UnknownReading, parse_reading
 from bridge.web.app import create_app
 from config.errors import ConfigError
 from config.rules import load_rules
@@ -89,7 +90,9 @@ async def _simulate(args: argparse.Namespace) -> None:
     from bridge.simulators import run_simulators
 
     async with run_simulators(
-        host=args.host, ports=(args.magnify_port, args.magicbell_port, args.magnews_port)
+        host=args.host,
+        ports=(args.magnify_port, args.magicbell_port, args.magnews_port),
+        readings=_readings(args.reading),
     ) as sims:
         endpoints = sims.endpoints
         print(f"MAGBRIDGE_MAGNIFY_BASE_URL={endpoints.magnify_base_url}")
@@ -102,7 +105,10 @@ async def _simulate(args: argparse.Namespace) -> None:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     configure_logging("info", "console")
     tune_gc()
-    asyncio.run(_simulate(args))
+    try:
+        asyncio.run(_simulate(args))
+    except UnknownReading as exc:
+        raise ConfigError(f"--reading: {exc}") from None
     return 0
 
 
@@ -111,8 +117,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure_logging("warning", "console")
-    summary = asyncio.run(run_demo(settings, events=args.events, out=sys.stdout))
+    try:
+        summary = asyncio.run(run_demo(settings, events=args.events, out=sys.stdout, readings=_readings(args.reading)))
+    except UnknownReading as exc:
+        raise ConfigError(f"--reading: {exc}") from None
     return 0 if summary.consistent else 1
+
+
+def _readings(values: list[str] | None) -> dict[str, dict[str, str]]:
+    readings: dict[str, dict[str, str]] = {}
+    for text in values or []:
+        vendor, question, answer = parse_reading(text)
+        readings.setdefault(vendor, {})[question] = answer
+    return readings
+
+
+def _add_readings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reading",
+        action="append",
+        metavar="VENDOR.QUESTION=ANSWER",
+        help="answer one of a vendor spec's open questions the simulators serve (repeatable); "
+        "docs/vendor-readings.md lists them",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,11 +150,13 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("run", help="web and worker in one process")
     demo = commands.add_parser("demo", help="the whole bridge against built-in simulators; needs only Redis")
     demo.add_argument("--events", type=int, default=200, help="Magnews webhook events to send (default 200)")
+    _add_readings(demo)
     simulate = commands.add_parser("simulate", help="the three API simulators on local ports")
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--magnify-port", type=int, default=8091)
     simulate.add_argument("--magicbell-port", type=int, default=8092)
     simulate.add_argument("--magnews-port", type=int, default=8093)
+    _add_readings(simulate)
     add_check_parser(commands)
     add_webhook_parser(commands)
     add_replay_parser(commands)

@@ -12,6 +12,8 @@ Control routes, on every simulator and without auth, faults or recording:
 
 - ``GET /_sim/requests?path=<prefix>&method=<METHOD>``: the recorded requests, oldest first
 - ``GET|POST /_sim/faults``: read, or merge a JSON object of :class:`Faults` fields into, the faults
+- ``GET|POST /_sim/readings``: read, or choose, the answers to the spec's open questions
+  (:mod:`bridge.simulators.readings`)
 - ``POST /_sim/reset``: forget records, faults, idempotency keys and data (back to the seed)
 - ``GET /_sim/state``: a vendor-specific summary (counts)
 """
@@ -25,9 +27,9 @@ import math
 import random
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -37,6 +39,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from bridge.simulators.faults import Faults
+from bridge.simulators.readings import Readings
 
 __all__ = [
     "CONTROL_PREFIX",
@@ -115,6 +118,9 @@ class VendorProfile:
     authorize: Authorizer
     public_paths: frozenset[str] = frozenset()
     """API paths that take no bearer token (still recorded and subject to faults), e.g. a token URL."""
+    readings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """The spec's open questions and the answers this simulator can give; the first is the default
+    (``bridge.simulators.readings``)."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +210,7 @@ class SimCore:
         self.backend = backend
         self.seed = seed
         self.faults = Faults()
+        self.readings = Readings(profile.name, profile.readings)
         self.records: deque[RecordedRequest] = deque(maxlen=MAX_RECORDS)
         self.rng = random.Random(seed)
         self.idempotency = IdempotencyStore()
@@ -411,6 +418,22 @@ async def _set_faults(request: web.Request) -> web.Response:
     return web.json_response(asdict(core.faults))
 
 
+async def _get_readings(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SIM_CORE].readings.current)
+
+
+async def _set_readings(request: web.Request) -> web.Response:
+    core = request.app[SIM_CORE]
+    try:
+        changes = await read_json(request)
+        if not isinstance(changes, dict):
+            raise ValueError("body must be a JSON object: question -> answer")
+        core.readings.update(changes)
+    except ValueError as exc:
+        return control_error(str(exc))
+    return web.json_response(core.readings.current)
+
+
 async def _reset(request: web.Request) -> web.Response:
     core = request.app[SIM_CORE]
     core.reset()
@@ -428,6 +451,8 @@ def create_sim_app(profile: VendorProfile, backend: Backend, *, seed: int) -> we
     app.router.add_get(CONTROL_PREFIX + "requests", _list_requests)
     app.router.add_get(CONTROL_PREFIX + "faults", _get_faults)
     app.router.add_post(CONTROL_PREFIX + "faults", _set_faults)
+    app.router.add_get(CONTROL_PREFIX + "readings", _get_readings)
+    app.router.add_post(CONTROL_PREFIX + "readings", _set_readings)
     app.router.add_post(CONTROL_PREFIX + "reset", _reset)
     app.router.add_get(CONTROL_PREFIX + "state", _state)
     return app

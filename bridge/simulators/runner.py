@@ -9,9 +9,11 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.simulators.common import SIM_CORE
 from bridge.simulators.magicbell import create_magicbell_app
 from bridge.simulators.magnews import create_magnews_app
 from bridge.simulators.magnify import create_magnify_app
+from bridge.simulators.readings import UnknownReading
 
 __all__ = ["SimulatorEndpoints", "Simulators", "run_simulators"]
 
@@ -68,6 +70,7 @@ async def run_simulators(
     magicbell: Mapping[str, Any] | None = None,
     magnews: Mapping[str, Any] | None = None,
     magnify: Mapping[str, Any] | None = None,
+    readings: Mapping[str, Mapping[str, str]] | None = None,
 ) -> AsyncIterator[Simulators]:
     """Start the three simulators and stop them on exit.
 
@@ -76,10 +79,17 @@ async def run_simulators(
 
     ``magicbell``, ``magnews`` and ``magnify`` are keyword arguments for :func:`create_magicbell_app`,
     :func:`create_magnews_app` and :func:`create_magnify_app`, e.g. ``magnify={"motions": 300}``.
+    ``readings``: vendor name -> the answers chosen to its spec's open questions
+    (:mod:`bridge.simulators.readings`), e.g. ``{"magnews": {"merge_result": "examples"}}``.
     """
     magicbell_app = create_magicbell_app(**(magicbell or {}))
     magnews_app = create_magnews_app(**(magnews or {}))
     magnify_app = create_magnify_app(**(magnify or {}))
+    apps = {"magicbell": magicbell_app, "magnews": magnews_app, "magnify": magnify_app}
+    for vendor, answers in (readings or {}).items():
+        if vendor not in apps:
+            raise UnknownReading(f"no simulator {vendor!r} (known: {', '.join(apps)})")
+        apps[vendor][SIM_CORE].readings.update(answers)
     runners: list[web.AppRunner] = []
     try:
         magnify_port = await _start(magnify_app, host, ports[0], runners)
