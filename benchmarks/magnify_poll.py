@@ -129,6 +129,7 @@ async def _run_order(order: str, args: argparse.Namespace, redis_url: str) -> li
             magnify_client_id="sim-client",
             magnify_client_secret="sim-secret",
             magnify_concurrency=args.concurrency,
+            magnify_start="everything",  # the figures are of a first read of the whole history
             log_level="warning",
         )
         redis = aioredis.Redis.from_url(redis_url)

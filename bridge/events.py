@@ -1,7 +1,12 @@
 """Inbound events: the envelope every source is turned into, and the stable event id.
 
-A Magnews webhook body is one event object or an array of them; Magnews does not publish the
-shape, so the parser accepts the contract's shape and names the field when an item cannot be used.
+A Magnews webhook body is one event object or an array of them (an empty array holds none). Magnews
+does not publish the shape, so the parser reads the contract's shape where it finds it and never
+refuses an object for its content: one without a usable ``topic`` or with a ``data`` that is not an
+object gets the type ``unclassified`` (no default rule matches it: it is stored and shown as
+``ignored``), an ``id`` that cannot be used gives the hashed id, a ``timestamp`` that cannot be read
+the time of receipt; the payload is kept as received. Only an array item that is not an object is
+refused, with its place named.
 A Magnify email metric becomes an envelope through ``magnify_envelope``.
 """
 
@@ -19,6 +24,7 @@ from config.errors import RequestRejected
 __all__ = [
     "MAGNIFY_EVENT_PREFIX",
     "MAGNIFY_EVENT_TYPES",
+    "UNCLASSIFIED",
     "Envelope",
     "canonical_json",
     "format_time",
@@ -48,6 +54,8 @@ MAGNIFY_EVENT_TYPES = tuple(
 _ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces: safe in keys and headers
 _MAX_TOPIC_LENGTH = 200
 _TEST_TOPIC = "webhooks/test"
+UNCLASSIFIED = "unclassified"
+"""The type of a Magnews object the receiver cannot classify: no usable topic, or an unknown shape."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +83,15 @@ def _reject(detail: str, field: str) -> RequestRejected:
     return RequestRejected(400, "Invalid event", detail, errors=[{"field": field, "message": detail}])
 
 
-def _parse_timestamp(value: Any, where: str) -> str:
+def _parse_timestamp(value: Any) -> str | None:
+    """ISO 8601 or epoch seconds/milliseconds as ``format_time`` text; ``None`` when it is neither."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise _reject(f"{where}.timestamp: must be an ISO 8601 string or epoch seconds/milliseconds", where)
+        return None
     if isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise _reject(f"{where}.timestamp: {value[:40]!r} is not an ISO 8601 date-time", where) from None
+            return None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         return format_time(moment)
@@ -90,32 +99,31 @@ def _parse_timestamp(value: Any, where: str) -> str:
     try:
         return format_time(datetime.fromtimestamp(seconds, tz=UTC))
     except (OverflowError, OSError, ValueError):
-        raise _reject(f"{where}.timestamp: {value!r} is out of range", where) from None
+        return None
+
+
+def _event_type(item: dict[str, Any]) -> str:
+    topic = item.get("topic")
+    usable = isinstance(topic, str) and topic.strip() and len(topic) <= _MAX_TOPIC_LENGTH
+    if not usable or not isinstance(item.get("data"), dict | type(None)):
+        return UNCLASSIFIED
+    return str(topic)
 
 
 def _magnews_item(item: Any, index: int, received_at: str) -> Envelope:
     where = f"[{index}]"
     if not isinstance(item, dict):
         raise _reject(f"{where}: each event must be a JSON object, got {type(item).__name__}", where)
-    topic = item.get("topic")
-    if not isinstance(topic, str) or not topic.strip():
-        raise _reject(f"{where}.topic: required, a non-empty string", f"{where}.topic")
-    if len(topic) > _MAX_TOPIC_LENGTH:
-        raise _reject(f"{where}.topic: longer than {_MAX_TOPIC_LENGTH} characters", f"{where}.topic")
-    if "data" in item and not isinstance(item["data"], dict | type(None)):
-        raise _reject(f"{where}.data: must be a JSON object", f"{where}.data")
+    event_type = _event_type(item)
     raw_id = item.get("id")
-    if raw_id is None:
-        event_id = hashlib.sha256(f"{topic}\n{canonical_json(item)}".encode()).hexdigest()
-    elif isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
-        raise _reject(f"{where}.id: must be a string or an integer", f"{where}.id")
-    else:
+    usable_id = not isinstance(raw_id, bool) and isinstance(raw_id, str | int) and _ID_PATTERN.match(str(raw_id))
+    if usable_id:
         event_id = str(raw_id)
-        if not _ID_PATTERN.match(event_id):
-            raise _reject(f"{where}.id: 1 to 200 printable ASCII characters without spaces", f"{where}.id")
-    timestamp = item.get("timestamp")
-    occurred_at = received_at if timestamp is None else _parse_timestamp(timestamp, where)
-    return Envelope(id=event_id, source="magnews", type=topic, occurred_at=occurred_at, payload=item)
+    else:
+        # No id, or one that cannot key the store: the same body always gives the same id.
+        event_id = hashlib.sha256(f"{item.get('topic')}\n{canonical_json(item)}".encode()).hexdigest()
+    occurred_at = _parse_timestamp(item.get("timestamp")) or received_at
+    return Envelope(id=event_id, source="magnews", type=event_type, occurred_at=occurred_at, payload=item)
 
 
 def is_test_request(body: Any) -> bool:
@@ -126,8 +134,6 @@ def is_test_request(body: Any) -> bool:
 def parse_magnews_body(body: Any, *, received_at: str, max_events: int) -> list[Envelope]:
     """Turn a decoded webhook body (one object or an array) into envelopes, or raise ``RequestRejected``."""
     items = body if isinstance(body, list) else [body]
-    if isinstance(body, list) and not body:
-        raise _reject("the array holds no events", "$")
     if len(items) > max_events:
         raise RequestRejected(
             413,

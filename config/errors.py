@@ -8,7 +8,9 @@
     │   ├── TransientDeliveryError   worth retrying: connection error, timeout, 408, 429, 5xx
     │   │   └── MagnewsAuthError     no Magnews access token: the token endpoint refused or did not answer
     │   └── PermanentDeliveryError   not worth retrying: other 4xx, Magnews ``ok: false``, bad rendering
+    │       └── CredentialsRefused   401 or 403: the destination refused our credentials (its gate pauses it)
     ├── DeliveryDeferred         not sent at all: rate limit, concurrency cap or open circuit; not a failure
+    │   └── DestinationPaused    sent and refused with 401/403: the destination is paused, the action waits
     └── MagnifyError             reading Magnify failed; the poll logs it and tries again next cycle
         ├── MagnifyAuthError         the token endpoint refused the client credentials or did not answer
         ├── MagnifyApiError          the Partner API answered an error: its documented body, typed
@@ -23,8 +25,10 @@ from typing import Any
 
 __all__ = [
     "ConfigError",
+    "CredentialsRefused",
     "DeliveryDeferred",
     "DeliveryError",
+    "DestinationPaused",
     "InvalidMotionId",
     "MagbridgeError",
     "MagnewsAuthError",
@@ -95,6 +99,13 @@ class PermanentDeliveryError(DeliveryError):
     """Retrying cannot help; the action goes to the dead letters with the response."""
 
 
+class CredentialsRefused(PermanentDeliveryError):
+    """The destination answered 401 or 403: our token is expired, revoked or lacks a permission.
+
+    Permanent for the one call; a delivery through a gate never dead-letters it: the gate pauses the
+    destination and turns it into :class:`DestinationPaused` (``workers.destinations.limits``)."""
+
+
 class DeliveryDeferred(MagbridgeError):
     """A request was not sent because its destination is saturated or its circuit is open.
 
@@ -105,6 +116,17 @@ class DeliveryDeferred(MagbridgeError):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+
+
+class DestinationPaused(DeliveryDeferred):
+    """The request went out and the destination refused our credentials (401/403); the destination is
+    paused. Recorded as an attempt, but not counted as a failure: the action waits, like any deferral,
+    until a probe finds the credentials accepted again. ``status`` and ``body`` keep the refusal."""
+
+    def __init__(self, reason: str, *, retry_after: float, status: int | None, body: str | None):
+        super().__init__(reason, retry_after=retry_after)
+        self.status = status
+        self.body = body
 
 
 class MagnifyError(MagbridgeError):

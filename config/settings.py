@@ -5,6 +5,7 @@ Build one ``Settings`` at the entry point and pass it down; there is no module-l
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -14,7 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from config.errors import ConfigError
 
-__all__ = ["DEFAULT_RULES_FILE", "Settings", "load_settings"]
+__all__ = ["DEFAULT_RULES_FILE", "Settings", "load_settings", "parse_start_ms"]
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("default_rules.toml")
 _ENV_PREFIX = "MAGBRIDGE_"
@@ -65,6 +66,9 @@ class Settings(BaseSettings):
     magnify_retry_attempts: int = Field(4, ge=1)
     magnify_retry_base_seconds: float = Field(0.5, gt=0)
     magnify_retry_cap_seconds: float = Field(30, gt=0)
+    # Where polling starts (docs/magnify.md#where-polling-starts): "now" (metrics that occur after
+    # the bridge's first poll of this Redis), "everything", or an ISO 8601 date or date-time.
+    magnify_start: str = "now"
 
     magicbell_max_rps: float = Field(1, ge=0)
     magnews_max_rps: float = Field(10, ge=0)
@@ -83,7 +87,8 @@ class Settings(BaseSettings):
     # values in one body; a body must arrive within the read timeout, request headers within the
     # header timeout (which also closes idle keep-alive connections).
     webhook_max_depth: int = Field(32, ge=2, le=500)
-    webhook_max_string_length: int = Field(65536, ge=256)
+    # One long string is no reason to refuse an event: the body limit already bounds memory.
+    webhook_max_string_length: int = Field(1024 * 1024, ge=256)
     webhook_max_fields: int = Field(100_000, ge=10)
     webhook_read_timeout_seconds: float = Field(30, gt=0)
     http_header_timeout_seconds: float = Field(15, gt=0)
@@ -109,6 +114,18 @@ class Settings(BaseSettings):
     magnews_batch_size: int = Field(500, ge=1, le=1000)
     magnews_batch_wait_ms: float = Field(0, ge=0)
     sweep_after_seconds: float = Field(600, gt=0)
+
+    @field_validator("magnify_start")
+    @classmethod
+    def _magnify_start_is_known(cls, value: str) -> str:
+        value = value.strip()
+        if value.lower() in ("now", "everything"):
+            return value.lower()
+        try:
+            parse_start_ms(value)
+        except ValueError:
+            raise ValueError(f"{value[:40]!r} is not now, everything or an ISO 8601 date") from None
+        return value
 
     @field_validator("magicbell_recipients", mode="before")
     @classmethod
@@ -176,6 +193,14 @@ class Settings(BaseSettings):
     @property
     def magnify_enabled(self) -> bool:
         return bool(self.magnify_client_id and self.magnify_client_secret)
+
+
+def parse_start_ms(value: str) -> int:
+    """An ISO 8601 date or date-time as epoch ms (UTC when it names no offset); ``ValueError`` if not one."""
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
 
 
 def _network(text: str) -> IPv4Network | IPv6Network:

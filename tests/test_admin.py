@@ -17,7 +17,7 @@ from bridge.store.reads import EventReader
 from tests.support.events import magnews_event, magnify_metric
 from tests.support.redis_server import RedisServer
 from tests.support.service import Service, SettingsFactory
-from tests.support.simulators import sim_requests, sim_state
+from tests.support.simulators import set_faults, sim_requests, sim_state
 from tests.support.store import drop_jobs, ingest, mark_dead, queued_batches
 from tests.support.workers import run_worker_burst
 
@@ -172,14 +172,17 @@ async def test_dead_letters_replayed_after_the_fix_are_delivered_exactly_once(
     admin: Admin, make_settings: SettingsFactory, simulators: Simulators, redis: aioredis.Redis
 ) -> None:
     await post(admin, magnews_event("d1", "contacts/delete"), magnews_event("d2", "communications/msg/bounce"))
-    await run_worker_burst(make_settings(magicbell_token="revoked-token"))  # the fault: MagicBell answers 401
+    # The fault: MagicBell refuses every request with a 400 (a permanent failure; a 401 would pause it).
+    await set_faults(simulators.endpoints.magicbell_base_url, error_rate=1.0, error_status=400)
+    await run_worker_burst(make_settings())
+    await set_faults(simulators.endpoints.magicbell_base_url, error_rate=0.0)
 
     status, body = await admin.get("/admin/dead-letters")
     assert status == 200
     assert [letter["id"] for letter in body["dead_letters"]] == ["d2", "d1"] and body["total"] == 2
     [failed] = body["dead_letters"][0]["failed_actions"]
-    assert failed["destination"] == "magicbell" and failed["last_response"]["status"] == 401
-    assert "401" in failed["last_error"] and failed["attempts"] == 1
+    assert failed["destination"] == "magicbell" and failed["last_response"]["status"] == 400
+    assert "400" in failed["last_error"] and failed["attempts"] == 1
 
     # dry_run: says what it would replay and changes nothing.
     before = {key: await redis.dump(key) for key in await redis.keys("mb:*")}
@@ -190,13 +193,13 @@ async def test_dead_letters_replayed_after_the_fix_are_delivered_exactly_once(
     assert {key: await redis.dump(key) for key in await redis.keys("mb:*")} == before
     assert await redis.queued_jobs() == []
 
-    # The fault is fixed (the worker has the right token): replay, deliver each once.
+    # The fault is fixed (MagicBell accepts again): replay, deliver each once.
     status, result = await admin.replay(dead_letters=True)
     assert status == 202 and result["replayed"] == ["d1", "d2"]
     assert await redis.zcard("mb:dead") == 0
     await run_worker_burst(make_settings())
     sent = await sim_requests(simulators.endpoints.magicbell_base_url, "/broadcasts")
-    assert [request["status"] for request in sent] == [401, 401, 201, 201]
+    assert [request["status"] for request in sent] == [400, 400, 201, 201]
     assert (await sim_state(simulators.endpoints.magicbell_base_url))["side_effects"] == 2
     status, body = await admin.get("/admin/dead-letters")
     assert body["dead_letters"] == [] and body["total"] == 0

@@ -378,18 +378,16 @@ async def test_near_valid_events_get_exactly_the_expected_answer(service: Servic
         body_value: Any = items if as_array else items[0]
         body = json.dumps(body_value).encode()
         status, content_type, document = driver.post(body)
-        first_bad = next((index for index, (_, broken) in enumerate(pairs) if broken), None)
-        if first_bad is None or is_test_request(body_value):
-            assert status == 200, document
-            judge_accepted(driver, body, body_value, document)
-            return
-        assert status == 400, document
-        assert_refusal(driver, status, content_type, document)
-        assert document["errors"][0]["field"].startswith(f"[{first_bad}]"), (document, pairs[first_bad])
+        # No object is refused for its content (CONTRACT.md, "Magnews webhook events"): one without a
+        # usable topic or data is stored as `unclassified`, a bad id or timestamp falls back to the
+        # hashed id or the time of receipt.
+        broken = [field for _, field in pairs if field]
+        assert status == 200, (document, broken, content_type)
+        judge_accepted(driver, body, body_value, document)
 
     await asyncio.to_thread(check)
     driver.report("near-valid events")
-    assert driver.statuses[200] > 0 and driver.statuses[400] > 0
+    assert driver.statuses[200] > 0
 
 
 # --- 4. tokens ---------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ def worker_env(sims: Simulators, redis_url: str, rules: Path) -> dict[str, str]:
         "MAGNIFY_CLIENT_ID": "sim-client",
         "MAGNIFY_CLIENT_SECRET": "sim-secret",
         "MAGNIFY_POLL_SECONDS": "1",
+        "MAGNIFY_START": "everything",
         "MAGNIFY_LOCK_SECONDS": "1",
         "MAGNIFY_CONCURRENCY": "2",
         "MAGICBELL_BASE_URL": endpoints.magicbell_base_url,

@@ -104,12 +104,14 @@ async def test_metrics_move_as_events_flow(
 
 
 async def test_dead_letters_are_counted_and_held(
-    service: Service, make_settings: SettingsFactory, redis: aioredis.Redis
+    service: Service, make_settings: SettingsFactory, simulators: Simulators, redis: aioredis.Redis
 ) -> None:
     events = [magnews_event("x1", "contacts/delete"), magnews_event("x2", "contacts/create", email="no")]
     async with service.post_webhook(events) as response:
         assert response.status == 200
-    await run_worker_burst(make_settings(magicbell_token="revoked"))
+    # MagicBell refuses with a 400: a permanent failure (a 401 or 403 would pause it instead).
+    await set_faults(simulators.endpoints.magicbell_base_url, error_rate=1.0, error_status=400)
+    await run_worker_burst(make_settings())
     samples = await scrape(service)
     assert value(samples, "magbridge_dead_letters_total", destination="magicbell") == 2
     assert value(samples, "magbridge_deliveries_total", destination="magicbell", outcome="permanent") == 1

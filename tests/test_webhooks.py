@@ -96,11 +96,6 @@ async def test_magnews_test_request_is_answered_without_work(service: Service, r
     [
         (b'{"topic": "contacts/update", ', {"Content-Type": "application/json"}, 400, "not valid JSON"),
         (b'[{"topic": "a"}, 5]', {"Content-Type": "application/json"}, 400, "[1]: each event must be a JSON object"),
-        (b"[]", {"Content-Type": "application/json"}, 400, "no events"),
-        (b'{"id": "x"}', {"Content-Type": "application/json"}, 400, "[0].topic: required"),
-        (b'{"topic": "a", "data": [1]}', {"Content-Type": "application/json"}, 400, "[0].data"),
-        (b'{"topic": "a", "timestamp": "soon"}', {"Content-Type": "application/json"}, 400, "[0].timestamp"),
-        (b'{"topic": "a", "id": "has space"}', {"Content-Type": "application/json"}, 400, "[0].id"),
         (b"\xff\xfe", {"Content-Type": "application/json"}, 400, "not UTF-8"),
         (b'{"topic": "a"}', {"Content-Type": "text/plain"}, 415, "application/json"),
         (b'{"topic": "a"}', {}, 415, "application/json"),

@@ -4,29 +4,66 @@ Each request is sent only if the ledger does not hold its key; success adds it t
 that the batch's closing transaction writes (``Batch.recorded``). A
 transient failure leaves the action ``retrying`` and counts toward its retry limit; a deferral
 (rate limit, concurrency cap, open circuit) leaves it ``deferred`` and counts nothing; a permanent
-failure, or an action that could not be rendered, makes it ``dead``.
+failure, or an action that could not be rendered, makes it ``dead``. A 401/403 pauses the
+destination (``DestinationPaused``): the refusal is recorded as an attempt (outcome ``refused``) but
+the action is ``deferred`` and counts nothing, so expired or revoked credentials never dead-letter.
+
+A transient failure after which the request may have reached the destination (a timeout, a dropped
+connection, a 5xx) puts the request's key in the action's ``unsure`` list: its next attempt is sent
+with ``read_back=True``, so a destination whose API cannot deduplicate a resend (MagicBell) first
+looks for the earlier attempt's effect, and records ``confirmed`` when it finds it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+import aiohttp
 import structlog
 from structlog.typing import FilteringBoundLogger
 
 from bridge.events import format_time
 from bridge.store.stats import StatsBuffer
-from config.errors import DeliveryDeferred, DeliveryError, TransientDeliveryError
+from config.errors import (
+    DeliveryDeferred,
+    DeliveryError,
+    DestinationPaused,
+    MagnewsAuthError,
+    TransientDeliveryError,
+)
 from workers.destinations.http import ApiResponse
 from workers.mapping import PlannedAction, Request
 
-__all__ = ["ActionOutcome", "Batch", "DeliveryContext", "Sender", "deliver_action", "new_record"]
+__all__ = ["ActionOutcome", "Batch", "DeliveryContext", "Reported", "Sender", "deliver_action", "new_record"]
 
-Sender = Callable[[Request], Awaitable[ApiResponse]]
+
+class Sender(Protocol):
+    """Sends one request; ``read_back`` says an earlier attempt's outcome is unknown (see the module doc)."""
+
+    def __call__(self, request: Request, *, read_back: bool = False) -> Awaitable[ApiResponse]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Reported(ApiResponse):
+    """A success that says more than its status: ``outcome`` ``confirmed`` when the effect was found by
+    reading it back (an earlier attempt got through), and the destination's own delivery status."""
+
+    outcome: str = "delivered"
+    vendor_status: dict[str, Any] | None = None
+
+
+def _maybe_sent(exc: TransientDeliveryError) -> bool:
+    """Whether the failed request may have reached the destination and taken effect: not when the
+    connection was never made, nor for 408 or 429 (the server says it did not process it)."""
+    if isinstance(exc, MagnewsAuthError) or exc.status in (408, 429):
+        return False
+    return not isinstance(exc.__cause__, aiohttp.ClientConnectorError)
+
+
 _KEPT_ATTEMPTS = 20
 _log = structlog.get_logger("magbridge.delivery")
 
@@ -97,8 +134,21 @@ async def deliver_action(
         if request.key in batch.delivered:
             continue
         started = time.perf_counter()
+        unsure = record.get("unsure") or []
         try:
-            response = await send(request)
+            # Only when needed, so a sender that knows no read-back (a test's stub) still fits.
+            response = await (send(request, read_back=True) if request.key in unsure else send(request))
+        except DestinationPaused as exc:
+            # Sent and refused (401/403): recorded, yet no failure counted; the action waits for the probe.
+            elapsed = round((time.perf_counter() - started) * 1000, 1)
+            record.update(status="deferred", last_error=exc.reason)
+            record["last_response"] = {"status": exc.status, "body": exc.body}
+            _attempt(record, job_try=run.job_try, request=request.key, outcome="refused", status=exc.status,
+                     error=exc.reason, ms=elapsed)  # fmt: skip
+            batch.stats.incr("deliveries", labels | {"outcome": "refused"})
+            log.warning("delivery refused, destination paused", request=request.key, status=exc.status,
+                        retry_after=round(exc.retry_after, 2), job_try=run.job_try)  # fmt: skip
+            return ActionOutcome(record, retry_after=exc.retry_after)
         except DeliveryDeferred as exc:
             record.update(status="deferred", last_error=exc.reason)
             log.debug("delivery deferred", reason=exc.reason, retry_after=round(exc.retry_after, 2))
@@ -113,6 +163,8 @@ async def deliver_action(
                 last_response={"status": exc.status, "body": exc.body},
             )
             record["failures"] = record.get("failures", 0) + int(transient)
+            if isinstance(exc, TransientDeliveryError) and _maybe_sent(exc) and request.key not in unsure:
+                record["unsure"] = [*unsure, request.key]
             _attempt(record, job_try=run.job_try, request=request.key, outcome=outcome, status=exc.status,
                      error=exc.message, ms=elapsed)  # fmt: skip
             batch.stats.incr("deliveries", labels | {"outcome": outcome})
@@ -122,13 +174,21 @@ async def deliver_action(
                 return ActionOutcome(record, retry_after=exc.retry_after or 0.0)
             return ActionOutcome(record)
         elapsed = round((time.perf_counter() - started) * 1000, 1)
+        outcome = response.outcome if isinstance(response, Reported) else "delivered"
         entry = {"status": response.status, "at": format_time(datetime.now(UTC))}
+        if outcome != "delivered":
+            entry["outcome"] = outcome
         batch.delivered[request.key] = batch.recorded[request.key] = entry
         record["last_response"] = {"status": response.status, "body": response.text}
-        _attempt(record, job_try=run.job_try, request=request.key, outcome="delivered", status=response.status,
+        if isinstance(response, Reported) and response.vendor_status is not None:
+            record["vendor_status"] = response.vendor_status
+        if request.key in unsure:
+            record["unsure"] = [key for key in unsure if key != request.key]
+        _attempt(record, job_try=run.job_try, request=request.key, outcome=outcome, status=response.status,
                  ms=elapsed)  # fmt: skip
         batch.stats.incr("deliveries", labels | {"outcome": "delivered"})
         batch.stats.observe("delivery_latency_seconds", time.time() - run.received_at_ms / 1000, labels)
-        log.info("delivered", request=request.key, status=response.status, ms=elapsed, job_try=run.job_try)
+        log.info("delivered", request=request.key, status=response.status, ms=elapsed, job_try=run.job_try,
+                 outcome=outcome)  # fmt: skip
     record.update(status="delivered", last_error=None)
     return ActionOutcome(record)

@@ -5,7 +5,9 @@ it), so one image's ``HEALTHCHECK`` and a Kubernetes worker Deployment's probes 
 ``magbridge web``. Off by default, so a worker beside ``magbridge web`` on one host takes no port.
 
     /healthz   200 while the process lives (it runs on the worker's event loop, so a blocked loop fails it)
-    /readyz    200 when Redis answers PING within two seconds, else 503 with the reason
+    /readyz    200 when Redis answers PING within two seconds, else 503 with the reason; a destination
+               paused for refused credentials is named in ``reasons`` and ``checks`` without failing it
+               (the worker still delivers to the other one; restarting it would not help)
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from bridge.web.health import healthz
+from bridge.web.health import healthz, read_pauses, readiness_body
 from config.settings import Settings
 
 __all__ = ["start_probes"]
@@ -26,13 +28,18 @@ _TIMEOUT_SECONDS = 2.0
 
 
 async def _readyz(request: web.Request) -> web.Response:
+    redis = request.app[_REDIS]
     try:
         async with asyncio.timeout(_TIMEOUT_SECONDS):
-            await request.app[_REDIS].ping()
+            await redis.ping()
+            pauses = await read_pauses(redis)
     except (RedisError, OSError, TimeoutError) as exc:
         reason = f"redis: not answering: {exc or type(exc).__name__}"
         return web.json_response({"status": "unavailable", "reasons": [reason]}, status=503)
-    return web.json_response({"status": "ready", "reasons": []})
+    if not pauses:
+        return web.json_response({"status": "ready", "reasons": []})
+    body, status = readiness_body({"redis": {"ok": True}, **pauses})
+    return web.json_response(body, status=status)
 
 
 async def start_probes(settings: Settings, redis: aioredis.Redis) -> web.AppRunner:

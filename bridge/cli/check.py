@@ -4,10 +4,14 @@
     ok    rules      6 rules in config/default_rules.toml; Magnews topics: contacts/create, ...
     WARN  redis      redis 7.2.4 at redis:6379/0, aof off, maxmemory-policy allkeys-lru: ...
     ok    magicbell  token accepted by https://api.magicbell.com/v2
-    FAIL  magnews    http://...: HTTP 401: Unauthorized (invalid bearer token)
+    FAIL  magnews    http://...: HTTP 401: Unauthorized (invalid bearer token); deliveries paused since ...
     ok    magnify    polling off (MAGBRIDGE_MAGNIFY_CLIENT_ID and _CLIENT_SECRET unset)
     skip  webhook    MAGBRIDGE_PUBLIC_URL unset, subscription not looked up
     1 check(s) failed, 1 warning(s)
+
+A destination that the workers paused because it refused their credentials (401/403) is named on its
+line: FAIL when this check's credentials are refused too, WARN when they are accepted (the workers'
+next probe resumes deliveries; if theirs differ, restart them with these).
 
 Exit status 1 when a check failed (``--strict``: or warned), else 0. A warning is something that
 works but can lose work or events: Redis without AOF, an eviction policy other than ``noeviction``,
@@ -39,6 +43,7 @@ from bridge.cli.magnews_webhook import (
 from bridge.logs import configure_logging
 from bridge.store.connections import open_redis
 from bridge.store.records import text
+from bridge.web.health import read_pauses
 from config.errors import ConfigError, DeliveryError, MagbridgeError, StoreUnavailable
 from config.rules import load_rules
 from config.settings import Settings, load_settings
@@ -122,10 +127,39 @@ async def _webhook_outcome(settings: Settings, admin: WebhookAdmin) -> Outcome:
     return _ok(f"subscription #{subscription.id} active for {mask_token(ours)}, covering {len(wanted)} rule topic(s)")
 
 
+async def _pauses(redis: aioredis.Redis) -> dict[str, dict[str, Any]]:
+    """The destinations the workers paused; none when Redis does not answer (its own line says so)."""
+    try:
+        return await read_pauses(redis)
+    except (RedisError, OSError):
+        return {}
+
+
+def _paused(check: dict[str, Any]) -> str:
+    """``deliveries paused since ... after HTTP 401`` from a ``read_pauses`` check."""
+    return f"deliveries paused since {check['since']} after HTTP {check.get('status', '?')}"
+
+
+def _with_pause(pauses: dict[str, dict[str, Any]], destination: str, outcome: Outcome) -> Outcome:
+    """A paused destination whose credentials this check finds accepted: a warning."""
+    if destination not in pauses:
+        return outcome
+    hint = "the workers' next probe resumes them (restart workers that have other credentials)"
+    return Outcome("WARN", f"{outcome.detail}; {_paused(pauses[destination])}: {hint}")
+
+
+def _refused(pauses: dict[str, dict[str, Any]], destination: str, exc: DeliveryError) -> DeliveryError:
+    """A paused destination whose credentials this check finds refused too: the failure says so."""
+    if destination not in pauses:
+        return exc
+    return DeliveryError(f"{exc}; {_paused(pauses[destination])}", status=exc.status)
+
+
 async def run_check(settings: Settings, *, out: TextIO, strict: bool = False) -> int:
     """Run every check, print one line each, and return the exit status (0 when none failed)."""
     redis = open_redis(settings.redis_url)
     try:
+        pauses = await _pauses(redis)
         async with aiohttp.ClientSession() as session:
             magicbell = MagicBellClient.from_settings(session, settings)
             magnews = MagnewsClient.from_settings(session, settings, redis=redis)
@@ -140,15 +174,20 @@ async def run_check(settings: Settings, *, out: TextIO, strict: bool = False) ->
                 return await _redis_outcome(redis, settings.redis_url)
 
             async def magicbell_auth() -> Outcome:
-                await magicbell.ping()
-                return _ok(f"token accepted by {_url(settings.magicbell_base_url)}")
+                try:
+                    await magicbell.ping()
+                except DeliveryError as exc:
+                    raise _refused(pauses, "magicbell", exc) from exc
+                return _with_pause(pauses, "magicbell", _ok(f"token accepted by {_url(settings.magicbell_base_url)}"))
 
             async def magnews_auth() -> Outcome:
                 try:
                     await magnews.ping()
                 except DeliveryError as exc:
-                    raise DeliveryError(f"{_url(settings.magnews_base_url)}: {describe_failure(exc)}") from exc
-                return _ok(f"{magnews.tokens.describe()}: accepted by {_url(settings.magnews_base_url)}")
+                    failure = DeliveryError(f"{_url(settings.magnews_base_url)}: {describe_failure(exc)}")
+                    raise _refused(pauses, "magnews", failure) from exc
+                detail = f"{magnews.tokens.describe()}: accepted by {_url(settings.magnews_base_url)}"
+                return _with_pause(pauses, "magnews", _ok(detail))
 
             async def magnify_auth() -> Outcome:
                 if not settings.magnify_enabled or settings.magnify_client_secret is None:

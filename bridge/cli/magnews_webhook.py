@@ -10,7 +10,9 @@ same receiver (same URL up to its query) is updated instead of duplicated, so ru
 again after a new secret or new rules brings Magnews up to date.
 
 Magnews sends a test request to the URL before it accepts it and answers 400 ``test request failed``
-when that does not get a 200; the command says so, with what to check. Tokens are never printed.
+when that does not get a 200; the command says so, with what to check. The test request's body is
+unpublished: the receiver answers 200 whatever its shape (see ``bridge.events``), so registration
+depends only on the receiver being reachable with the right token. Tokens are never printed.
 """
 
 from __future__ import annotations

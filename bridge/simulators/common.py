@@ -311,7 +311,9 @@ async def _serve(request: web.Request, handler: Handler, core: SimCore) -> web.S
         problem = core.profile.authorize(request)
         if problem is not None:
             return vendor_error(request, 401, "unauthorized", problem)
-    if request.method in MUTATING_METHODS and IDEMPOTENCY_HEADER in request.headers:
+    # A vendor whose reading ``idempotency`` is ``ignored`` treats the header as absent.
+    honoured = core.readings.current.get("idempotency") != "ignored"
+    if honoured and request.method in MUTATING_METHODS and IDEMPOTENCY_HEADER in request.headers:
         return await core.idempotency.run(request, handler)
     return await handler(request)
 

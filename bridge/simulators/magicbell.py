@@ -15,6 +15,7 @@ from aiohttp import web
 from yarl import URL
 
 from bridge.simulators.common import (
+    SIM_CORE,
     VendorProfile,
     bearer_authorizer,
     create_sim_app,
@@ -71,6 +72,14 @@ class BroadcastStore:
 
 
 MAGICBELL_STORE = web.AppKey("magicbell_store", BroadcastStore)
+# The reference documents neither ``Idempotency-Key`` nor what a create with an existing ``id`` gets.
+READINGS: dict[str, tuple[str, ...]] = {
+    # honoured: a resend with the same key replays the first answer; ignored: the key changes nothing.
+    "idempotency": ("honoured", "ignored"),
+    # A create with an existing id: 409 Conflict, 422 with a validation error, or the existing
+    # broadcast answered again (201, nothing created).
+    "repeated_id": ("409", "422", "replay"),
+}
 
 
 def _render_error(request: web.Request, status: int, code: str, message: str) -> dict[str, Any]:
@@ -95,6 +104,31 @@ def _new_broadcast(store: BroadcastStore, body: dict[str, Any]) -> dict[str, Any
     return broadcast
 
 
+def _failed_recipient(recipient: Any) -> str | None:
+    """Why a recipient fails, or ``None``: an e-mail under the reserved ``.invalid`` domain (RFC 2606)
+    stands for an address the vendor cannot deliver to, so tests can make some recipients fail."""
+    if not isinstance(recipient, dict):
+        return None
+    email = recipient.get("email")
+    if isinstance(email, str) and email.lower().endswith(".invalid"):
+        return f"{email}: undeliverable address"
+    return None
+
+
+def _processed(broadcast: dict[str, Any]) -> dict[str, Any]:
+    """The broadcast as the vendor reports it once processed: ``status`` ``processed``, the failed
+    recipients counted in ``summary.failures`` with one ``errors`` item each (the spec's status object).
+    The create answer says ``enqueued``; a later fetch or list sees the broadcast processed."""
+    recipients = broadcast.get("recipients") or []
+    problems = [problem for problem in map(_failed_recipient, recipients) if problem is not None]
+    broadcast["status"] = {
+        "status": "processed",
+        "summary": {"total": len(recipients), "failures": len(problems)},
+        "errors": [{"message": problem} for problem in problems],
+    }
+    return broadcast
+
+
 async def _create(request: web.Request) -> web.Response:
     store = request.app[MAGICBELL_STORE]
     try:
@@ -107,12 +141,25 @@ async def _create(request: web.Request) -> web.Response:
     if problems:
         return _errors(422, "validation_error", *problems)
     broadcast_id = body.get("id")
-    if broadcast_id is not None and _find(store, broadcast_id) is not None:
-        return vendor_error(request, 409, "conflict", f"broadcast {broadcast_id} already exists")
+    existing = _find(store, broadcast_id) if isinstance(broadcast_id, str) else None
+    if existing is not None:
+        return _repeated_id(request, existing)
     broadcast = _new_broadcast(store, body)
     store.broadcasts[broadcast["id"].lower()] = broadcast
     store.side_effects += 1
     return json_response(broadcast, status=201)
+
+
+def _repeated_id(request: web.Request, existing: dict[str, Any]) -> web.Response:
+    """A create with the id of an existing broadcast: the spec does not say, so each reading is served.
+    Ids are unique (``GET /broadcasts/{id}`` fetches one broadcast), so none of them creates another."""
+    answer = request.app[SIM_CORE].readings["repeated_id"]
+    message = f"broadcast {existing['id']} already exists"
+    if answer == "422":
+        return _errors(422, "validation_error", f"id: {message}")
+    if answer == "replay":
+        return json_response(existing, status=201)
+    return vendor_error(request, 409, "conflict", message)
 
 
 def _find(store: BroadcastStore, broadcast_id: str) -> dict[str, Any] | None:
@@ -125,7 +172,7 @@ async def _fetch(request: web.Request) -> web.Response:
     broadcast = _find(request.app[MAGICBELL_STORE], broadcast_id)
     if broadcast is None:
         return vendor_error(request, 404, "not_found", f"broadcast {broadcast_id} not found")
-    return web.json_response(broadcast)
+    return web.json_response(_processed(broadcast))
 
 
 def _parse_limit(raw: str | None) -> int | None:
@@ -174,7 +221,7 @@ async def _list(request: web.Request) -> web.Response:
     except KeyError as exc:
         name = "starting_after" if after is not None else "ending_before"
         return _errors(422, "validation_error", f"{name}: unknown broadcast {exc.args[0]}")
-    page = [store.broadcasts[broadcast_id] for broadcast_id in ids[start:end]]
+    page = [_processed(store.broadcasts[broadcast_id]) for broadcast_id in ids[start:end]]
     return web.json_response({"data": page, "links": _links(request.url.with_query(None), ids, start, end, limit)})
 
 
@@ -198,7 +245,9 @@ def _links(base: URL, ids: list[str], start: int, end: int, limit: int) -> dict[
 def create_magicbell_app(*, token: str = "sim-magicbell-token", seed: int = 0) -> web.Application:
     """A MagicBell v2 simulator; requests need ``Authorization: Bearer <token>``."""
     store = BroadcastStore(seed)
-    profile = VendorProfile(name="magicbell", render_error=_render_error, authorize=bearer_authorizer(token))
+    profile = VendorProfile(
+        name="magicbell", render_error=_render_error, authorize=bearer_authorizer(token), readings=READINGS
+    )
     app = create_sim_app(profile, store, seed=seed)
     app[MAGICBELL_STORE] = store
     app.router.add_post("/broadcasts", _create)

@@ -2,7 +2,14 @@
 
 A client's base URL is ``http://host:port``; it appends ``/v19/...`` as it does for the real service.
 Errors use the vendor's format ``{"error": ..., "debugMessage": ...}``. Contact data problems are not
-HTTP errors: they are answered 200 with ``ok: false`` per contact, as the API does.
+HTTP errors: they are answered 200 with ``ok: false`` per contact, as the response table shows.
+
+Readings (``bridge.simulators.readings``): ``merge_result`` = ``table`` (default; the response
+table's fields, batchmerge a bare array), ``examples`` (the examples' ``result``/``message``
+objects without ``ok``, batchmerge ``{"results", "totalProcessed", ...}``, a refused single merge a
+400) or ``message_only`` (no outcome at all); ``test_request`` = the shape of the unpublished test
+request sent before a subscription is accepted (``bridge.simulators.magnews_webhooks.TEST_REQUESTS``).
+Merge options that concern consent are honoured (``bridge.simulators.magnews_contacts``).
 
 Extra control routes: ``POST /_sim/emit`` makes Magnews send a webhook event to every active
 subscription of its topic; ``GET /_sim/contacts?iddatabase=`` lists stored contacts.
@@ -25,6 +32,7 @@ from aiohttp import web
 
 from bridge.simulators.common import (
     CONTROL_PREFIX,
+    SIM_CORE,
     VendorProfile,
     control_error,
     create_sim_app,
@@ -35,12 +43,14 @@ from bridge.simulators.common import (
 from bridge.simulators.magnews_contacts import ContactStore
 from bridge.simulators.magnews_oauth import MAGNEWS_OAUTH, TOKEN_PATH, MagnewsOAuth, oauth_control, token_endpoint
 from bridge.simulators.magnews_webhooks import (
+    TEST_REQUESTS,
     WEBHOOK_STATUSES,
     Delivery,
     Webhook,
     WebhookRegistry,
     WebhookSender,
     normalize_topics,
+    test_request_body,
     valid_uri,
 )
 
@@ -48,7 +58,6 @@ __all__ = ["DEFAULT_DATABASES", "MAGNEWS_BACKEND", "USERINFO", "MagnewsBackend",
 
 DEFAULT_DATABASES: Mapping[int, str] = MappingProxyType({7: "magnify_user_id", 1: "email"})
 BATCH_MAX = 1000
-TEST_TOPIC = "webhooks/test"
 # The documented example body of GET /v19/account/userinfo.
 USERINFO: Mapping[str, Any] = MappingProxyType(
     {
@@ -151,15 +160,43 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
 # --- contacts -------------------------------------------------------------------------------------------
 
 
-def _merge_request(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """``(iddatabase, values)`` of a merge body, or ``BadRequest``."""
+def _merge_request(body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """``(iddatabase, values, options)`` of a merge body, or ``BadRequest``."""
     values = body.get("values")
     if not isinstance(values, dict):
         raise BadRequest("values", "must be a JSON object")
     options = body.get("options")
     if not isinstance(options, dict):
         raise BadRequest("options", "must be a JSON object with iddatabase")
-    return _integer(options, "iddatabase", "options.iddatabase"), values
+    return _integer(options, "iddatabase", "options.iddatabase"), values, options
+
+
+# The merge answer's shape (reading ``merge_result``): the response table's object (``ok``, ``pk``,
+# ``idcontact``, ``action``, ``errors``; batchmerge: a bare array of them, as the "Add to static
+# group" example), the examples' object (``idcontact``, the values, ``result``, ``message``; batchmerge:
+# ``{"results": [...], "totalProcessed", ...}``), or ``message_only``: neither ``ok`` nor an outcome,
+# which the spec does not show and the bridge must treat as an unknown outcome.
+MERGE_RESULTS = ("table", "examples", "message_only")
+_EXAMPLE_RESULTS = {"insert": "created", "update": "updated", "reactivate": "updated", "nothing": "unchanged"}
+
+
+def _shaped(reading: str, result: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """One contact's merge result as the ``merge_result`` reading answers it."""
+    if reading == "table":
+        return result
+    shown = {name: value for name, value in values.items() if isinstance(value, str | int | float)}
+    if reading == "message_only":
+        return {**shown, "message": "Contact processed"}
+    if not result["ok"]:
+        return {
+            "idcontact": None,
+            **shown,
+            "result": "error",
+            "message": "Contact not merged",
+            "errors": result["errors"],
+        }
+    outcome = _EXAMPLE_RESULTS.get(result["action"], "updated")
+    return {"idcontact": result["idcontact"], **shown, "result": outcome, "message": f"Contact successfully {outcome}"}
 
 
 def _count_change(backend: MagnewsBackend, result: dict[str, Any]) -> None:
@@ -170,12 +207,17 @@ def _count_change(backend: MagnewsBackend, result: dict[str, Any]) -> None:
 async def _merge(request: web.Request) -> web.Response:
     backend = request.app[MAGNEWS_BACKEND]
     try:
-        iddatabase, values = _merge_request(await _json_object(request))
+        iddatabase, values, options = _merge_request(await _json_object(request))
     except BadRequest as exc:
         return _bad_request(exc)
-    result = backend.contacts.merge(iddatabase, values)
+    result = backend.contacts.merge(iddatabase, values, options)
     _count_change(backend, result)
-    return json_response(result)
+    reading = request.app[SIM_CORE].readings["merge_result"]
+    if reading == "examples" and not result["ok"]:
+        # The examples' answer to a refused request is the documented error body.
+        errors = ", ".join(f"{error['type']} ({error['field']})" for error in result["errors"])
+        return _fail(400, "contact not merged", errors)
+    return json_response(_shaped(reading, result, values))
 
 
 def _batch_values(index: int, contact: Any) -> dict[str, Any]:
@@ -191,8 +233,8 @@ def _batch_values(index: int, contact: Any) -> dict[str, Any]:
     return values
 
 
-def _batch_request(body: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
-    """``(iddatabase, values of each contact)`` of a batchmerge body, or ``BadRequest``."""
+def _batch_request(body: dict[str, Any]) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
+    """``(iddatabase, values of each contact, options)`` of a batchmerge body, or ``BadRequest``."""
     iddatabase = _integer(body, "iddatabase", "iddatabase")
     contacts = body.get("contacts")
     if not isinstance(contacts, list):
@@ -201,21 +243,33 @@ def _batch_request(body: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
         raise BadRequest("contacts", f"must hold at most {BATCH_MAX} contacts per call, got {len(contacts)}")
     if "options" in body and not isinstance(body["options"], dict):
         raise BadRequest("options", "must be a JSON object")
-    return iddatabase, [_batch_values(index, contact) for index, contact in enumerate(contacts)]
+    options = body.get("options", {})
+    return iddatabase, [_batch_values(index, contact) for index, contact in enumerate(contacts)], options
 
 
 async def _batchmerge(request: web.Request) -> web.Response:
     backend = request.app[MAGNEWS_BACKEND]
     try:
-        iddatabase, batch = _batch_request(await _json_object(request))
+        iddatabase, batch, options = _batch_request(await _json_object(request))
     except BadRequest as exc:
         return _bad_request(exc)
+    reading = request.app[SIM_CORE].readings["merge_result"]
     results = []
     for values in batch:
-        result = backend.contacts.merge(iddatabase, values)
+        result = backend.contacts.merge(iddatabase, values, options)
         _count_change(backend, result)
         results.append(result)
-    return json_response(results)
+    shaped = [_shaped(reading, result, values) for result, values in zip(results, batch, strict=True)]
+    if reading == "table":
+        return json_response(shaped)
+    actions = [result["action"] for result in results if result["ok"]]
+    summary = {
+        "totalProcessed": len(results),
+        "totalCreated": actions.count("insert"),
+        "totalUpdated": len(actions) - actions.count("insert"),
+        "totalErrors": len(results) - len(actions),
+    }
+    return json_response({"results": shaped, **summary})
 
 
 async def _get_contact(request: web.Request) -> web.Response:
@@ -251,9 +305,11 @@ def _checked_topics(raw: Any) -> str:
     return topics
 
 
-async def _verify_endpoint(backend: MagnewsBackend, uri: str) -> web.Response | None:
+async def _verify_endpoint(request: web.Request, uri: str) -> web.Response | None:
     """The documented 400 when the endpoint does not answer the test request with 200."""
-    delivery = await backend.sender.post(uri, {"topic": TEST_TOPIC, "test": True, "timestamp": iso_utc()})
+    shape = request.app[SIM_CORE].readings["test_request"]
+    body = test_request_body(shape, iso_utc())
+    delivery = await request.app[MAGNEWS_BACKEND].sender.post(uri, body)
     if delivery.ok:
         return None
     detail = f"HTTP {delivery.status} test request failed" if delivery.status is not None else delivery.error
@@ -268,7 +324,7 @@ async def _create_webhook(request: web.Request) -> web.Response:
         topics = _checked_topics(body.get("topics"))
     except BadRequest as exc:
         return _bad_request(exc)
-    failure = await _verify_endpoint(backend, uri)
+    failure = await _verify_endpoint(request, uri)
     if failure is not None:
         return failure
     webhook = backend.webhooks.create(uri, topics)
@@ -306,7 +362,7 @@ async def _update_webhook(request: web.Request) -> web.Response:
         return _webhook_not_found(webhook_id)
     if "uri" in changes and changes["uri"] != webhook.uri:
         # A new endpoint is verified like a new subscription.
-        failure = await _verify_endpoint(backend, changes["uri"])
+        failure = await _verify_endpoint(request, changes["uri"])
         if failure is not None:
             return failure
     for name, value in changes.items():
@@ -404,7 +460,11 @@ def create_magnews_app(
         DEFAULT_DATABASES if databases is None else databases, require_https=require_https, seed=seed, oauth=oauth
     )
     profile = VendorProfile(
-        name="magnews", render_error=_render_error, authorize=oauth.authorize, public_paths=frozenset({TOKEN_PATH})
+        name="magnews",
+        render_error=_render_error,
+        authorize=oauth.authorize,
+        public_paths=frozenset({TOKEN_PATH}),
+        readings={"merge_result": MERGE_RESULTS, "test_request": TEST_REQUESTS},
     )
     app = create_sim_app(profile, backend, seed=seed)
     app[MAGNEWS_BACKEND] = backend

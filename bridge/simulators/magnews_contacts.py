@@ -73,12 +73,16 @@ class ContactStore:
         self._contacts: dict[tuple[int, str], Contact] = {}
         self._by_id: dict[int, Contact] = {}
         self._next_id = 1
+        self.options_seen: list[dict[str, Any]] = []
+        self.emails_sent = 0
 
     def reset(self) -> None:
         """Forget every contact."""
         self._contacts.clear()
         self._by_id.clear()
         self._next_id = 1
+        self.options_seen.clear()
+        self.emails_sent = 0
 
     def __len__(self) -> int:
         return len(self._contacts)
@@ -111,24 +115,62 @@ class ContactStore:
             errors.append({"type": "invalid_value", "field": "status"})
         return pk, strings, errors
 
-    def merge(self, iddatabase: int, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Insert or update the contact whose primary key is in ``values``; the documented result object."""
+    def merge(
+        self, iddatabase: int, values: Mapping[str, Any], options: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Insert or update the contact whose primary key is in ``values``; the documented result object.
+
+        ``options`` are the documented merge options this simulator honours (each recorded in
+        ``options_seen``): ``denysubscribenewcontact`` (a new contact is not subscribed: stored as
+        ``unconfirmed``, the spec naming no status for it), ``denysubscribeunsubscribedcontact`` (an
+        unsubscribed contact stays so; without it a merge reactivates it, the ``reactivate`` action),
+        ``denyupdatecontact``, and ``sendemail`` with ``sendemailonactions`` (counted in ``emails_sent``).
+        """
+        options = options or {}
+        self.options_seen.append(dict(options))
         pk, strings, errors = self._check(iddatabase, values)
         if errors:
             return _failure(pk, errors)
         status = strings.pop("status", None)
         existing = self._contacts.get((iddatabase, pk))
         if existing is None:
-            contact = Contact(self._next_id, iddatabase, status or DEFAULT_STATUS, strings)
+            new_status = status or DEFAULT_STATUS
+            if new_status == "subscribed" and options.get("denysubscribenewcontact") is True:
+                new_status = "unconfirmed"  # not subscribed, and not an opt-out either
+            contact = Contact(self._next_id, iddatabase, new_status, strings)
             self._next_id += 1
             self._contacts[(iddatabase, pk)] = contact
             self._by_id[contact.idcontact] = contact
-            return _result(True, pk, contact.idcontact, "insert", None)
+            return self._emailed(_result(True, pk, contact.idcontact, "insert", None), options, strings)
+        if options.get("denyupdatecontact") is True:
+            return _result(True, pk, existing.idcontact, "nothing", None)
         merged = {**existing.fields, **strings}
         new_status = status or existing.status
-        # The spec also lists reactivate/restore/suspend/...; their triggers are undocumented, so any
+        action = "update"
+        if existing.status == "unsubscribed" and new_status in ("unsubscribed", "subscribed"):
+            if options.get("denysubscribeunsubscribedcontact") is True:
+                new_status = "unsubscribed"
+            elif status is None or status == "subscribed":
+                # The option exists because a merge reactivates an unsubscribed contact by default.
+                new_status, action = "subscribed", "reactivate"
+        # The spec also lists restore/suspend/...; their triggers are undocumented, so any other
         # change, a status change included, is reported as "update".
-        action = "nothing" if merged == existing.fields and new_status == existing.status else "update"
+        if merged == existing.fields and new_status == existing.status:
+            action = "nothing"
         existing.fields = merged
         existing.status = new_status
-        return _result(True, pk, existing.idcontact, action, None)
+        return self._emailed(_result(True, pk, existing.idcontact, action, None), options, merged)
+
+    def _emailed(self, result: dict[str, Any], options: Mapping[str, Any], fields: Mapping[str, str]) -> dict[str, Any]:
+        """``sendemail``: the documented ``sendemail`` result when the action is one it sends for."""
+        if options.get("sendemail") is not True:
+            return result
+        on_actions = str(options.get("sendemailonactions", "insert, restore"))
+        if result["action"] in {name.strip() for name in on_actions.split(",")}:
+            self.emails_sent += 1
+            result["sendemail"] = {
+                "emailsent": True,
+                "emailaddress": fields.get("email", ""),
+                "idsimplemessage": str(self.emails_sent),
+            }
+        return result

@@ -18,6 +18,7 @@ from yarl import URL
 
 __all__ = [
     "DELIVERY_TIMEOUT",
+    "TEST_REQUESTS",
     "WEBHOOK_STATUSES",
     "Delivery",
     "Webhook",
@@ -25,6 +26,7 @@ __all__ = [
     "WebhookSender",
     "format_date",
     "normalize_topics",
+    "test_request_body",
     "valid_uri",
 ]
 
@@ -33,6 +35,31 @@ WEBHOOK_STATUSES = frozenset({"active", "suspended"})
 TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 # Dates in webhook objects use the account's dateTimeFormat from /account/userinfo: dd/MM/yyyy HH:mm.
 DATE_FORMAT = "%d/%m/%Y %H:%M"
+
+
+# The test request's body is unpublished (reading ``test_request``): the simulator's own
+# ``{"topic": "webhooks/test", "test": true, ...}``, an empty object, ``{"test": true}``, a sample
+# event (the contract's example, ``contacts/update``), or an array holding that sample event.
+TEST_REQUESTS = ("topic_test", "empty", "test_flag", "sample_event", "array")
+TEST_TOPIC = "webhooks/test"
+
+
+def test_request_body(shape: str, timestamp: str) -> Any:
+    """The body of the test request sent before a subscription is created or its URI changed."""
+    sample = {
+        "id": f"test-{timestamp}",
+        "topic": "contacts/update",
+        "timestamp": timestamp,
+        "data": {"idcontact": 500106, "iddatabase": 7, "email": "a@example.com", "status": "subscribed"},
+    }
+    bodies: dict[str, Any] = {
+        "topic_test": {"topic": TEST_TOPIC, "test": True, "timestamp": timestamp},
+        "empty": {},
+        "test_flag": {"test": True},
+        "sample_event": sample,
+        "array": [sample],
+    }
+    return bodies[shape]
 
 
 def format_date(moment: datetime | None) -> str:
@@ -169,7 +196,7 @@ class WebhookSender:
             yield
             self._session = None
 
-    async def post(self, uri: str, payload: dict[str, Any]) -> Delivery:
+    async def post(self, uri: str, payload: Any) -> Delivery:
         """POST ``payload`` to ``uri``; never raises for network problems."""
         if self._session is None:
             return Delivery(None, "simulator is not running")

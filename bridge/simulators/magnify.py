@@ -27,6 +27,7 @@ from aiohttp import web
 
 from bridge.simulators.common import (
     CONTROL_PREFIX,
+    SIM_CORE,
     VendorProfile,
     control_error,
     create_sim_app,
@@ -49,6 +50,10 @@ INVALID_MOTION_ID = "Invalid motion ID format"
 APPEND_MAX = 100_000
 APPEND_TICK_SECONDS = 0.1
 METRICS_FROM_MAX = 99_900  # documented; the window is METRICS_FROM_MAX + the largest page, 100,000
+
+# The spec's open questions (bridge/simulators/readings.py); the first answer is the default.
+# max_page_size: /motions takes size <= 1000 (its table) or <= 100 (the general notes), else a 400.
+READINGS: Mapping[str, tuple[str, ...]] = {"max_page_size": ("1000", "100")}
 
 MAGNIFY_ACCOUNTS: Mapping[str, Mapping[str, Any]] = {
     "small": {"motions": 8, "metrics_per_motion": 15},
@@ -159,7 +164,9 @@ def _int_param(query: Mapping[str, str], name: str, default: int, low: int, high
 async def _list_motions(request: web.Request) -> web.Response:
     data = request.app[MAGNIFY_BACKEND].data
     errors: list[str] = []
-    size = _int_param(request.query, "size", 10, 1, 1000, errors)
+    # Reading max_page_size: the motions table's 1000, or the general notes' "Maximum page size is 100".
+    size_max = int(request.app[SIM_CORE].readings["max_page_size"])
+    size = _int_param(request.query, "size", 10, 1, size_max, errors)
     start = _int_param(request.query, "from", 0, 0, 100, errors)
     state = request.query.get("state")
     if state is not None and state not in MOTION_STATES:
@@ -319,6 +326,7 @@ def create_magnify_app(
         render_error=_render_error,
         authorize=oauth.authorize,
         public_paths=frozenset({TOKEN_PATH}),
+        readings=READINGS,
     )
     app = create_sim_app(profile, backend, seed=seed)
     app[MAGNIFY_BACKEND] = backend

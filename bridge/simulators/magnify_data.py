@@ -247,6 +247,19 @@ class MagnifyData:
         """Motions in state EXECUTING, the ones that produce new metrics."""
         return [motion for motion in self.motions if motion.state == "EXECUTING"]
 
+    def create(self, count: int, *, state: str = "EXECUTING", metrics_per_motion: int = 0) -> list[Motion]:
+        """``count`` new motions, created after every other one, so they list first and push the oldest
+        motions of their state out of the listing window (``from`` <= 100)."""
+        newest = max((motion.created_at for motion in self.motions), default=HISTORY_END_MS)
+        created = []
+        for offset in range(count):
+            motion = self._motion(len(self.motions) + offset, state, metrics_per_motion)
+            motion.created_at = newest + (offset + 1) * MINUTE_MS
+            created.append(motion)
+        self.motions = sorted([*self.motions, *created], key=lambda motion: motion.created_at, reverse=True)
+        self.by_id = {motion.id: motion for motion in self.motions}
+        return created
+
     def append(self, motion: Motion, count: int, now_ms: int) -> None:
         """``count`` new metrics for ``motion``, stamped ``now_ms`` (or just after its newest metric)."""
         audience = motion.audience or self.people

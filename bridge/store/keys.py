@@ -26,6 +26,10 @@ key                            type    expiry                       owner: what 
 ``mb:gate:{dest}:holders``     zset    members expire               worker: requests in flight
 ``mb:gate:{dest}:breaker``     hash    none (deleted on success)    worker: failures, ``open_until``
 ``mb:gate:{dest}:probe``       string  the cooldown                 worker: the half-open probe
+``mb:gate:{dest}:paused``      hash    none (deleted on resume)     worker: credentials refused (401/
+                                                                    403): ``since``, ``at``, ``status``,
+                                                                    ``credential`` (fingerprint),
+                                                                    ``retry_at``, ``probe``, ``probe_until``
 ``mb:magnify:lock``            string  the poll's lease             worker: which worker polls
 ``mb:magnify:slot``            string  none                         worker: the last slot polled
 ``mb:magnify:checkpoints``     hash    none                         worker: motion id -> checkpoint
@@ -49,6 +53,7 @@ __all__ = [
     "ACTIONS_PREFIX",
     "BATCH_PREFIX",
     "DEAD_INDEX",
+    "DESTINATIONS",
     "EVENTS_INDEX",
     "EVENT_PREFIX",
     "GAUGES",
@@ -63,6 +68,7 @@ __all__ = [
     "MAGNIFY_LOCK",
     "MAGNIFY_NEWEST_MS",
     "MAGNIFY_SLOT",
+    "MAGNIFY_START",
     "PENDING_INDEX",
     "QUEUE_NAME",
     "STATS",
@@ -71,6 +77,7 @@ __all__ = [
     "batch",
     "event",
     "gate",
+    "gate_paused",
     "ledger",
 ]
 
@@ -93,6 +100,7 @@ MAGNIFY_SLOT = "mb:magnify:slot"
 MAGNIFY_CHECKPOINTS = "mb:magnify:checkpoints"
 MAGNIFY_NEWEST_MS = "mb:magnify:newest_ms"
 MAGNIFY_AUTH = "mb:magnify:auth"
+MAGNIFY_START = "mb:magnify:start"  # epoch ms of the first poll: MAGBRIDGE_MAGNIFY_START=now starts there
 
 MAGNEWS_ACCESS_TOKEN = "mb:magnews:access_token"
 MAGNEWS_REFRESH_TOKEN = "mb:magnews:refresh_token"
@@ -125,3 +133,12 @@ def gate(destination: str) -> list[str]:
     breaker, probe."""
     prefix = f"mb:gate:{destination}:"
     return [prefix + "rate", prefix + "holders", prefix + "breaker", prefix + "probe"]
+
+
+DESTINATIONS = ("magicbell", "magnews")
+"""The destinations that have a gate (and so may be paused)."""
+
+
+def gate_paused(destination: str) -> str:
+    """A destination paused because it refused our credentials (``workers.destinations.limits``)."""
+    return f"mb:gate:{destination}:paused"

@@ -87,6 +87,8 @@ _HELP = {
     "magnify_metrics_duplicate": "Magnify email metrics already stored.",
     "magnify_window_overflow": "Magnify poll windows that held more metrics than one poll reads.",
     "magnify_lag_seconds": "How far the Magnify poll is behind now.",
+    "magnify_motions_unlisted": "Magnify motions the /motions listing cannot reach (from <= 100), last poll.",
+    "magnify_metrics_skipped": "Magnify email metrics older than where polling starts (or a reset's mark).",
     "magnify_poll_duration_seconds": "Duration of one Magnify poll cycle.",
     # Read at scrape time beside the hashes:
     "redis_up": "1 when Redis answered this scrape; 0 (and no other shared series) otherwise.",

@@ -27,6 +27,10 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+# Every JSON type: what an unpublished body may hold in a field (listed, so that null is explicit).
+_ANY_JSON = ["string", "integer", "number", "boolean", "object", "array", "null"]
+
+
 def _object(required: list[str], properties: dict[str, Any], *, extra: bool = False) -> dict[str, Any]:
     return {"type": "object", "required": required, "properties": properties, "additionalProperties": extra}
 
@@ -92,18 +96,24 @@ def _schemas() -> dict[str, Any]:
         ),
         "WebhookEvent": {
             "type": "object",
-            "required": ["topic"],
+            "description": (
+                "Magnews does not publish this body; no object is refused for its content. Without a usable "
+                "`topic`, or with a `data` that is not an object, it is stored as type `unclassified` (ignored)."
+            ),
             "properties": {
                 "id": {
-                    "type": ["string", "integer", "null"],
-                    "description": "Printable ASCII, up to 200 characters; null or absent: a content hash.",
+                    "type": _ANY_JSON,
+                    "description": "Printable ASCII, up to 200 characters (string or integer); else: a content hash.",
                 },
-                "topic": {"type": "string", "minLength": 1, "maxLength": 200},
+                "topic": {
+                    "type": _ANY_JSON,
+                    "description": "The event type: a string of 1 to 200 characters; else `unclassified`.",
+                },
                 "timestamp": {
-                    "type": ["string", "number", "null"],
-                    "description": "ISO 8601 or epoch seconds/milliseconds; null or absent: the time of receipt.",
+                    "type": _ANY_JSON,
+                    "description": "ISO 8601 or epoch seconds/milliseconds; else: the time of receipt.",
                 },
-                "data": {"type": ["object", "null"]},
+                "data": {"type": _ANY_JSON, "description": "An object, or null."},
             },
             "additionalProperties": True,
         },
@@ -156,6 +166,25 @@ def _schemas() -> dict[str, Any]:
                 "attempts": {"type": "array", "items": {"type": "object", "properties": {"at": _TIME}}},
                 "last_error": _NULLABLE_STRING,
                 "last_response": {"type": ["object", "null"]},
+                "unsure": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Requests whose last attempt's outcome is unknown (timeout, lost connection, "
+                    "5xx): their next attempt reads the effect back first.",
+                },
+                "vendor_status": {
+                    "type": "object",
+                    "description": "MagicBell's delivery status of the broadcast, as last seen (create answer "
+                    "or read-back): status, total, failures, errors, and text such as "
+                    "'processed, 2 of 3 recipients failed'.",
+                    "properties": {
+                        "status": _NULLABLE_STRING,
+                        "total": {"type": ["integer", "null"]},
+                        "failures": {"type": ["integer", "null"]},
+                        "errors": {"type": "array", "items": {"type": "string"}},
+                        "text": {"type": "string"},
+                    },
+                },
                 "generation": {"type": ["integer", "null"], "description": "The event generation it was sent under."},
                 "current": {"type": "boolean", "description": "Of the event's current generation."},
             },
@@ -275,7 +304,7 @@ def _paths() -> dict[str, Any]:
                             "schema": {
                                 "oneOf": [
                                     _ref("WebhookEvent"),
-                                    {"type": "array", "minItems": 1, "items": _ref("WebhookEvent")},
+                                    {"type": "array", "items": _ref("WebhookEvent")},
                                 ]
                             }
                         }
@@ -283,7 +312,7 @@ def _paths() -> dict[str, Any]:
                 },
                 "responses": {
                     "200": _json("Stored (or duplicates of events already stored).", _ref("WebhookAck")),
-                    "400": _problem("Not JSON, not UTF-8, or an event that cannot be used; `errors` names it."),
+                    "400": _problem("Not JSON, not UTF-8, or an item that is not an object; `errors` names it."),
                     "401": _problem("The webhook token is missing or wrong."),
                     "403": _problem("The client address is not allowed to send webhooks."),
                     "405": _problem("Another method."),

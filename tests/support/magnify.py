@@ -30,6 +30,7 @@ def magnify_settings(make_settings: Callable[..., Settings], sims: Simulators, *
         "magnews_base_url": sims.endpoints.magnews_base_url,
         "magnify_retry_base_seconds": 0.01,
         "magnify_retry_cap_seconds": 0.5,
+        "magnify_start": "everything",  # the simulator's history is old: read it all unless a test says
         **CREDENTIALS,
         **overrides,
     }

@@ -2,6 +2,8 @@
 
 Transient (retry): connection errors, timeouts, 408, 429, 5xx; ``Retry-After`` is kept.
 Permanent (dead letter): every other 4xx. The response body is kept for the dead letter.
+Credentials refused: 401 and 403 raise ``CredentialsRefused`` (a permanent error for the one call);
+a delivery's gate pauses the destination instead of dead-lettering it (``limits.py``).
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from typing import Any
 import aiohttp
 import orjson
 
-from config.errors import PermanentDeliveryError, TransientDeliveryError
+from config.errors import CredentialsRefused, PermanentDeliveryError, TransientDeliveryError
 
 __all__ = ["ApiResponse", "FormReply", "call_api", "parse_retry_after", "post_form"]
 
 _TRANSIENT_STATUSES = frozenset({408, 429})
+_REFUSED_STATUSES = frozenset({401, 403})
 _BODY_KEPT = 2000  # characters of a response body kept with an attempt
 
 
@@ -76,6 +79,8 @@ async def call_api(
     kept = text[:_BODY_KEPT]
     if status in _TRANSIENT_STATUSES or status >= 500:
         raise TransientDeliveryError(f"{api}: HTTP {status}", status=status, body=kept, retry_after=retry_after)
+    if status in _REFUSED_STATUSES:
+        raise CredentialsRefused(f"{api}: HTTP {status}, credentials refused", status=status, body=kept)
     if status >= 400:
         raise PermanentDeliveryError(f"{api}: HTTP {status}", status=status, body=kept)
     try:

@@ -1,6 +1,17 @@
 """Magnews REST API v19 client: contact merges (single and batch) and the account ping.
 
-Magnews answers data errors with HTTP 200 and ``"ok": false``; those are permanent failures.
+A merge's answer is read field by field, as the spec shows it in two shapes: the response table
+(``ok``, ``pk``, ``idcontact``, ``action``, ``errors``) and the examples (``idcontact``, ``result``,
+``message``, no ``ok``); ``batchmerge`` answers a bare array of the one or ``{"results": [...],
+"totalProcessed": n}`` of the other. Per contact (:func:`merge_outcome`):
+
+- success: ``ok: true``; or no ``ok``, an outcome (``result``, ``action`` or ``idcontact``) and no errors;
+- permanent failure: ``ok: false`` or a non-empty ``errors`` (Magnews answers data errors with HTTP 200),
+  and any 4xx ``{error, debugMessage}``;
+- unknown outcome: a 2xx with neither ``ok`` nor an outcome, or a batch answer whose results cannot be
+  paired with its contacts. That is retried (``TransientDeliveryError``), not dead-lettered: a merge
+  is idempotent by primary key, so sending it again cannot make a second contact.
+
 The bearer token comes from :mod:`workers.destinations.magnews_auth`: the static token, or the refresh-token
 flow, in which a 401 drops the token and the call is tried once more with a fresh one.
 """
@@ -14,12 +25,31 @@ import orjson
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
-from config.errors import PermanentDeliveryError
+from config.errors import PermanentDeliveryError, TransientDeliveryError
 from config.settings import Settings
 from workers.destinations.http import ApiResponse, call_api
 from workers.destinations.magnews_auth import MagnewsTokens, StaticToken, magnews_tokens
 
-__all__ = ["MagnewsClient"]
+__all__ = ["MagnewsClient", "merge_outcome"]
+
+_OUTCOME_FIELDS = ("result", "action", "idcontact")
+
+
+def merge_outcome(item: Any, status: int, text: str) -> ApiResponse | Exception:
+    """One contact's merge answer as a success, a ``PermanentDeliveryError`` or, when the answer says
+    neither, a ``TransientDeliveryError`` (outcome unknown: retried, a merge being idempotent by key)."""
+    if not isinstance(item, dict):
+        return TransientDeliveryError("magnews: merge outcome unknown: not a JSON object", status=status, body=text)
+    errors = item.get("errors")
+    if item.get("ok") is False or errors:
+        return PermanentDeliveryError("magnews: merge refused (ok: false or errors)", status=status, body=text)
+    if item.get("ok") is True or (
+        item.get("ok") is None and any(item.get(name) is not None for name in _OUTCOME_FIELDS)
+    ):
+        return ApiResponse(status=status, body=item, text=text, headers={})
+    return TransientDeliveryError(
+        "magnews: merge outcome unknown: neither ok nor result, action or idcontact", status=status, body=text
+    )
 
 
 class MagnewsClient:
@@ -85,7 +115,13 @@ class MagnewsClient:
                 raise
             self.tokens.invalidate(token)
         # One refresh and one more try: the 401 means the request was not carried out.
-        return await send(await self.tokens.bearer())
+        token = await self.tokens.bearer()
+        try:
+            return await send(token)
+        except PermanentDeliveryError as exc:
+            if exc.status == 401:
+                self.tokens.invalidate(token)  # the gate pauses Magnews; its probe starts with a new token
+            raise
 
     async def request(self, method: str, path: str, *, json_body: Any = None) -> ApiResponse:
         """Any ``/v19`` call (``path`` starts after ``/v19``) with the bearer; the webhook commands use it."""
@@ -101,8 +137,9 @@ class MagnewsClient:
             json_body={"values": values, "options": options},
             idempotency_key=idempotency_key,
         )
-        if not isinstance(response.body, dict) or response.body.get("ok") is not True:
-            raise PermanentDeliveryError("magnews: merge answered ok: false", status=200, body=response.text)
+        outcome = merge_outcome(response.body, response.status, response.text)
+        if isinstance(outcome, Exception):
+            raise outcome
         return response
 
     async def batch_merge(
@@ -118,20 +155,14 @@ class MagnewsClient:
         # The reference shows both a bare array and an object with "results"; accept either.
         items = response.body.get("results") if isinstance(response.body, dict) else response.body
         if not isinstance(items, list) or len(items) != len(contacts):
-            raise PermanentDeliveryError(
-                f"magnews: batchmerge answered {len(items) if isinstance(items, list) else 'no'} results "
+            # A 2xx that cannot be paired with the contacts: what happened to each is unknown.
+            raise TransientDeliveryError(
+                f"magnews: batchmerge outcome unknown: {len(items) if isinstance(items, list) else 'no'} results "
                 f"for {len(contacts)} contacts",
                 status=response.status,
                 body=response.text,
             )
-        results: list[ApiResponse | Exception] = []
-        for item in items:
-            text = orjson.dumps(item).decode()[:2000]
-            if isinstance(item, dict) and item.get("ok") is True:
-                results.append(ApiResponse(status=response.status, body=item, text=text, headers={}))
-            else:
-                results.append(PermanentDeliveryError("magnews: merge answered ok: false", status=200, body=text))
-        return results
+        return [merge_outcome(item, response.status, orjson.dumps(item).decode()[:2000]) for item in items]
 
     async def ping(self) -> None:
         """Authenticate with ``GET /v19/account/userinfo``; raises ``DeliveryError`` when refused."""

@@ -1,12 +1,18 @@
-"""How each destination's requests leave this process: through its gate, and for Magnews, the batcher."""
+"""How each destination's requests leave this process: through its gate, and for Magnews, the batcher.
+
+Each gate knows a fingerprint of its destination's credentials as this process has them (settings
+are read at start), so a paused destination is probed at once by a worker started with new ones.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 
 from config.settings import Settings
 from workers.delivery import Sender
@@ -18,7 +24,7 @@ from workers.destinations.magnews_auth import MagnewsTokens
 from workers.destinations.merge_batcher import MergeBatcher
 from workers.mapping import Request
 
-__all__ = ["Senders", "build_senders"]
+__all__ = ["Senders", "build_senders", "credential_fingerprint", "credentials"]
 
 
 @dataclass(slots=True)
@@ -31,6 +37,26 @@ class Senders:
         await self.batcher.close()
 
 
+def credential_fingerprint(*parts: SecretStr | str | None) -> str:
+    """A short one-way name for a set of credentials ("" when none is set); never the secret."""
+    values = [part.get_secret_value() if isinstance(part, SecretStr) else part for part in parts]
+    if not any(values):
+        return ""
+    return hashlib.sha256("\n".join(value or "" for value in values).encode()).hexdigest()[:16]
+
+
+def credentials(settings: Settings, destination: str) -> str:
+    """The fingerprint of ``destination``'s credentials in ``settings``: the MagicBell token, the static
+    Magnews token, or the Magnews refresh-token flow's client and (initial) refresh token."""
+    if destination == "magicbell":
+        return credential_fingerprint(settings.magicbell_token)
+    if settings.magnews_refresh_enabled:
+        return credential_fingerprint(
+            settings.magnews_client_id, settings.magnews_client_secret, settings.magnews_refresh_token
+        )
+    return credential_fingerprint(settings.magnews_token)
+
+
 def _gate(redis: aioredis.Redis, settings: Settings, destination: str, rps: float, concurrency: int) -> DestinationGate:
     limits = GateLimits(
         max_rps=rps,
@@ -40,7 +66,8 @@ def _gate(redis: aioredis.Redis, settings: Settings, destination: str, rps: floa
         breaker_cooldown=settings.breaker_cooldown_seconds,
         holder_ttl=settings.job_timeout_seconds,
     )
-    return DestinationGate(redis, destination, limits)
+    credential = credentials(settings, destination)
+    return DestinationGate(redis, destination, limits, credential=lambda: credential)
 
 
 def build_senders(redis: aioredis.Redis, session: aiohttp.ClientSession, settings: Settings) -> Senders:
@@ -49,9 +76,10 @@ def build_senders(redis: aioredis.Redis, session: aiohttp.ClientSession, setting
     magicbell_gate = _gate(redis, settings, "magicbell", settings.magicbell_max_rps, settings.magicbell_max_concurrency)
     magnews_gate = _gate(redis, settings, "magnews", settings.magnews_max_rps, settings.magnews_max_concurrency)
 
-    async def broadcast(request: Request) -> ApiResponse:
+    async def broadcast(request: Request, *, read_back: bool = False) -> ApiResponse:
+        # A read-back and the create it may spare share one slot of the gate.
         async with magicbell_gate.slot():
-            return await magicbell.create_broadcast(request.body, idempotency_key=request.key)
+            return await magicbell.create_broadcast(request.body, idempotency_key=request.key, read_back=read_back)
 
     async def merge_one(values: dict[str, Any], options: dict[str, Any], key: str) -> ApiResponse:
         async with magnews_gate.slot():
@@ -67,7 +95,8 @@ def build_senders(redis: aioredis.Redis, session: aiohttp.ClientSession, setting
         merge_one, merge_many, max_size=settings.magnews_batch_size, max_wait=settings.magnews_batch_wait_ms / 1000
     )
 
-    async def merge(request: Request) -> ApiResponse:
+    async def merge(request: Request, *, read_back: bool = False) -> ApiResponse:
+        # Magnews documents Idempotency-Key: a resend of an unknown outcome needs no read-back.
         return await batcher.merge(request.body["values"], request.body["options"], request.key)
 
     return Senders({"magicbell": broadcast, "magnews": merge}, batcher, magnews.tokens)

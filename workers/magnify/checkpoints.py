@@ -36,6 +36,16 @@ window (indexes ``[0, 100000)`` oldest first, ``[total - 100000, total)`` newest
   ``low``, at ``from = total - low - 1`` so the page starts with ``low_id``, advancing the
   checkpoint after every page.
 
+**Floor and high-water mark.** A checkpoint also keeps ``floor_ms`` (metrics that occurred before it
+are passed over: stepped past by the checkpoint, not ingested; set from ``MAGBRIDGE_MAGNIFY_START``
+when the motion is first read) and ``passed_ms``, the high-water mark: every metric that occurred
+before it has been passed. It moves when a checkpoint is saved whose range reaches down to the
+oldest metric the window holds (always, oldest first). A reset keeps it as the new checkpoint's
+floor, so a reset never delivers again a metric older than what was already passed; the metrics at
+the mark's very millisecond are offered again and dedupe absorbs them. (A metric that turns up late
+with an ``occurredAt`` older than the mark, and is first seen by a read after a reset, is passed over
+too: the price of not re-reading history.)
+
 An unchanged motion therefore costs one request per cycle in either order. A first read is the
 same walk from an empty checkpoint. A motion with more metrics than the window is logged and
 counted once (``magnify_window_overflow``) with how many metrics cannot be reached: the newest ones
@@ -81,6 +91,16 @@ class Checkpoint:
     overflow: bool = False
     polled_at: int = 0  # epoch ms of the last completed read: motions read least recently go first
     recent: int = 0  # newest first: metrics new at the last read, to size the next first page
+    # Where this motion starts (MAGBRIDGE_MAGNIFY_START, or the high-water mark after a reset): metrics
+    # with an earlier occurredAt are passed over, not ingested. None: never seen, set at its first read.
+    floor_ms: int | None = None
+    # The high-water mark: every metric with an earlier occurredAt has been passed (ingested or not);
+    # it survives a checkpoint reset as the new floor, so a reset re-delivers nothing already passed.
+    passed_ms: int = 0
+    # Unlisted motions (out of the /motions window): reads in a row that found the motion finished
+    # and nothing new; at QUIET_READS it is retired (no longer read unless listed again).
+    quiet: int = 0
+    retired: bool = False
 
     @property
     def empty(self) -> bool:
@@ -96,6 +116,7 @@ class Checkpoint:
             return cls()
         try:
             values = json.loads(raw)
+            values.setdefault("floor_ms", 0)  # a checkpoint from before MAGNIFY_START: already tracked
             checkpoint = cls(**values)
         except (ValueError, TypeError):
             _log.warning("magnify checkpoint unreadable", reason="read again from scratch")
@@ -121,6 +142,10 @@ class CheckpointStore:
     async def save(self, motion_id: str, checkpoint: Checkpoint) -> None:
         await self._redis.hset(CHECKPOINTS_KEY, motion_id, checkpoint.to_json())  # type: ignore[misc]
 
+    async def motion_ids(self) -> list[str]:
+        """Every motion that has a checkpoint."""
+        return [raw.decode() for raw in await self._redis.hkeys(CHECKPOINTS_KEY)]  # type: ignore[misc]
+
 
 @dataclass(slots=True)
 class Budget:
@@ -144,6 +169,7 @@ class MotionResult:
     overflow: bool = False  # newly found past the window this time
     complete: bool = True  # False when the budget ran out before the motion was read up to date
     resets: int = 0
+    skipped: int = 0  # older than the motion's floor (MAGBRIDGE_MAGNIFY_START or a reset's high-water mark)
 
 
 class _Mismatch(Exception):
@@ -203,21 +229,40 @@ def _occurred_ms(metric: dict[str, Any]) -> int | None:
 class MotionReader:
     """Reads one motion's new metrics into the event store and advances its checkpoint."""
 
-    def __init__(self, client: MagnifyClient, store: CheckpointStore, ingest: Ingest, *, now_ms: Callable[[], int]):
+    def __init__(
+        self,
+        client: MagnifyClient,
+        store: CheckpointStore,
+        ingest: Ingest,
+        *,
+        now_ms: Callable[[], int],
+        start_ms: int = 0,
+    ):
         self.client = client
         self.store = store
         self.ingest = ingest
         self.now_ms = now_ms
+        self.start_ms = start_ms  # the floor of a motion never seen (MAGBRIDGE_MAGNIFY_START)
 
     async def read(self, motion_id: str, checkpoint: Checkpoint, budget: Budget) -> MotionResult:
         """Bring ``motion_id`` up to date as far as ``budget`` allows; the checkpoint is saved as it goes."""
         result = MotionResult()
+        if checkpoint.floor_ms is None:
+            checkpoint.floor_ms = self.start_ms
         try:
             await _MotionRun(self, motion_id, checkpoint, budget, result).run()
         except _Mismatch as reason:
-            _log.warning("magnify checkpoint reset", motion_id=motion_id, reason=str(reason))
+            # The high-water mark becomes the floor: the re-read passes over what was passed already.
+            floor = max(checkpoint.floor_ms or 0, checkpoint.passed_ms)
+            _log.warning("magnify checkpoint reset", motion_id=motion_id, reason=str(reason), floor_ms=floor)
             result.resets += 1
-            fresh = Checkpoint(overflow=checkpoint.overflow)
+            fresh = Checkpoint(
+                overflow=checkpoint.overflow,
+                floor_ms=floor,
+                passed_ms=checkpoint.passed_ms,
+                newest_ms=checkpoint.newest_ms,
+                quiet=checkpoint.quiet,
+            )
             try:
                 await _MotionRun(self, motion_id, fresh, budget, result).run()
             except _Mismatch as again:
@@ -284,18 +329,30 @@ class _MotionRun:
         return page
 
     async def store(self, envelopes: list[Envelope]) -> None:
+        """Ingest ``envelopes``, passing over those older than the motion's floor."""
         if not envelopes:
             return
-        flags = await self.reader.ingest(envelopes)
+        floor = self.cp.floor_ms or 0
+        kept = [e for e in envelopes if (_occurred_ms(e.payload) or 0) >= floor] if floor else envelopes
+        self.result.skipped += len(envelopes) - len(kept)
+        newest = max((ms for ms in (_occurred_ms(e.payload) for e in envelopes) if ms is not None), default=0)
+        self.cp.newest_ms = max(self.cp.newest_ms, newest)
+        if not kept:
+            return
+        flags = await self.reader.ingest(kept)
         new = sum(flags)
         self.result.ingested += new
         self.result.duplicates += len(flags) - new
-        newest = max((ms for ms in (_occurred_ms(e.payload) for e in envelopes) if ms is not None), default=0)
-        self.result.newest_ms = max(self.result.newest_ms, newest)
-        self.cp.newest_ms = max(self.cp.newest_ms, newest)
+        kept_newest = max((ms for ms in (_occurred_ms(e.payload) for e in kept) if ms is not None), default=0)
+        self.result.newest_ms = max(self.result.newest_ms, kept_newest)
 
     async def save(self) -> None:
-        await self.reader.store.save(self.motion_id, self.cp)
+        cp = self.cp
+        # The high-water mark moves only while the range read reaches down to the oldest metric the
+        # window holds (always, oldest first), so everything older than its newest metric is passed.
+        if self.order == "oldest_first" or cp.low <= max(0, self.latest_total - self.limits.metrics_window):
+            cp.passed_ms = max(cp.passed_ms, cp.newest_ms)
+        await self.reader.store.save(self.motion_id, cp)
 
     def check_window(self, total: int) -> None:
         window = self.limits.metrics_window

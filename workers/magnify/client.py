@@ -15,8 +15,9 @@ pattern; ``/motions/motion_…`` is a 400). :func:`parse_motion_id` accepts eith
 UUID against the pattern and returns it bare; that is the id used everywhere in the bridge.
 
 Paging stays inside the documented limits (:class:`MagnifyLimits`): for motions ``size`` ≤ 1000 and
-``from`` ≤ 100, so one state lists at most 1100 motions; for metrics ``size`` ≤ 100 and
-``from`` ≤ 99,900, so at most the first 100,000 metrics of a motion can be read.
+``from`` ≤ 100, so one state lists at most 1100 motions (the general notes cap every page at 100
+items: a 400 naming ``size`` makes the client use 100 from then on, so 200 motions per state); for
+metrics ``size`` ≤ 100 and ``from`` ≤ 99,900, so at most the first 100,000 metrics of a motion can be read.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ __all__ = [
 
 MOTION_ID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 MOTION_ID_PREFIX = "motion_"
+GENERAL_PAGE_SIZE_MAX = 100  # the spec's general notes: "Maximum page size is 100 items"
 MOTION_STATES = ("COMPLETED", "DRAFT", "EXECUTING", "SCHEDULED", "FAILED", "ARCHIVED", "CANCELLED")
 
 _log = structlog.get_logger("magbridge.magnify")
@@ -209,6 +211,9 @@ class MagnifyClient:
         self._retry = retry or RetryPolicy()
         self.limits = limits or MagnifyLimits()
         self._on_request = on_request
+        # The motions table allows size <= 1000, the general notes "Maximum page size is 100 items":
+        # ask for the table's maximum until a 400 names `size`, then use 100 for the process's life.
+        self.motions_page_size = self.limits.motions_size_max
 
     @classmethod
     def from_settings(
@@ -317,14 +322,20 @@ class MagnifyClient:
         return MotionsPage(total=body.total, motions=motions, invalid_ids=invalid)
 
     async def all_motions(self, state: str | None = None, *, deadline: float | None = None) -> MotionList:
-        """Every motion in ``state`` the paging limits reach: pages of 1000, ``from`` at most 100."""
+        """Every motion in ``state`` the paging limits reach: pages of 1000 (or 100, see
+        ``motions_page_size``), ``from`` at most 100."""
         limits = self.limits
         found: dict[str, Motion] = {}
         position = 0  # motions of the listing read so far, from the start
         total = 0
         while True:
             start = min(position, limits.motions_from_max)
-            page = await self.list_motions(state=state, size=limits.motions_size_max, start=start, deadline=deadline)
+            try:
+                page = await self.list_motions(state=state, size=self.motions_page_size, start=start, deadline=deadline)
+            except MagnifyApiError as exc:
+                if not self._smaller_page(exc):
+                    raise
+                continue
             total = page.total
             listed = len(page.motions) + len(page.invalid_ids)
             for motion in page.motions:
@@ -338,6 +349,23 @@ class MagnifyClient:
         if unreachable:
             _log.warning("magnify motions beyond the listing window", state=state, total=total, unreachable=unreachable)
         return MotionList(total=total, motions=list(found.values()), unreachable=unreachable)
+
+    def _smaller_page(self, exc: MagnifyApiError) -> bool:
+        """A 400 naming ``size`` while asking for more than 100: fall back to 100 (logged once)."""
+        fallback = min(GENERAL_PAGE_SIZE_MAX, self.limits.motions_size_max)
+        if exc.status != 400 or self.motions_page_size <= fallback:
+            return False
+        if not any(error.strip().startswith("size") for error in exc.validation_errors):
+            return False
+        _log.warning(
+            "magnify motions page size lowered",
+            refused=self.motions_page_size,
+            size=fallback,
+            reason="the API refused size above the general 100-item page limit",
+            error=str(exc),
+        )
+        self.motions_page_size = fallback
+        return True
 
     async def get_motion(self, motion_id: str, *, deadline: float | None = None) -> Motion:
         """``/motions/{id}`` for ``motion_<uuid>`` or ``<uuid>``; ``MagnifyApiError`` 404 if there is none."""

@@ -31,11 +31,27 @@ opens and clicks arrive long after the sending), loads their checkpoints and rea
 ``MAGBRIDGE_MAGNIFY_CONCURRENCY`` at a time (:mod:`workers.magnify.checkpoints`). Every metric goes
 through ``EventWriter.ingest``, the webhooks' path: event id, dedupe, store and queue, atomically.
 
+**Listing window.** ``/motions`` takes ``from`` <= 100, so a state lists at most 1100 motions (200
+when the API holds to the general notes' 100-item pages, see :mod:`workers.magnify.client`); how many
+it cannot reach is the gauge ``magnify_motions_unlisted``. A motion that has a checkpoint but is not
+in this cycle's listing is still read: ``/motions/{id}`` (a 404 retires it; DRAFT or SCHEDULED skips
+it), then its email metrics as usual. It is followed until it is *finished and quiet*: not EXECUTING,
+and ``QUIET_READS`` (2) reads in a row found nothing new; then its checkpoint is marked ``retired`` and
+it is not read again unless a listing shows it again. A motion the listing never showed has no
+checkpoint and cannot be found: the gauge says how many motions are out of reach.
+
+**Where polling starts** (``MAGBRIDGE_MAGNIFY_START``): a motion seen for the first time gets a
+*floor*; metrics that occurred before it are passed over (counted in ``magnify_metrics_skipped``), not
+ingested. ``everything``: 0. An ISO 8601 date: that instant (UTC unless it names an offset). ``now``
+(the default): the time of the first poll against this Redis, recorded once in ``keys.MAGNIFY_START``
+(SET NX), so workers and restarts agree and a motion created later is read whole.
+
 Redis: ``keys.MAGNIFY_LOCK``, ``keys.MAGNIFY_SLOT`` (the last slot polled), ``keys.MAGNIFY_CHECKPOINTS``,
 ``keys.MAGNIFY_NEWEST_MS`` (the newest ``occurredAt`` ingested) and ``keys.MAGNIFY_AUTH`` (the latest
-token attempt, for readiness). Figures (:mod:`bridge.store.stats`): ``magnify_polls{outcome}``,
-``magnify_requests{endpoint,status}``, ``magnify_metrics_ingested``, ``magnify_metrics_duplicate``,
-``magnify_window_overflow``, the gauge ``magnify_lag_seconds`` and the histogram
+token attempt, for readiness), ``keys.MAGNIFY_START`` (the first poll's time, for ``now``). Figures
+(:mod:`bridge.store.stats`): ``magnify_polls{outcome}``, ``magnify_requests{endpoint,status}``,
+``magnify_metrics_ingested``, ``magnify_metrics_duplicate``, ``magnify_metrics_skipped``,
+``magnify_window_overflow``, the gauges ``magnify_lag_seconds`` and ``magnify_motions_unlisted``, the histogram
 ``magnify_poll_duration_seconds``.
 """
 
@@ -67,9 +83,9 @@ from bridge.store.lease import Lease
 from bridge.store.scripts import script
 from bridge.store.stats import Stats
 from config.errors import InvalidMotionId, MagnifyApiError, MagnifyAuthError, MagnifyError, StoreUnavailable
-from config.settings import Settings
+from config.settings import Settings, parse_start_ms
 from workers.magnify.auth import AUTH_STATE_KEY, TokenAttempt, TokenManager
-from workers.magnify.checkpoints import Budget, Checkpoint, CheckpointStore, MotionReader
+from workers.magnify.checkpoints import Budget, Checkpoint, CheckpointStore, MotionReader, MotionResult
 from workers.magnify.client import MagnifyClient, MagnifyLimits, Motion
 
 __all__ = [
@@ -84,6 +100,10 @@ __all__ = [
 ]
 
 POLLED_STATES = ("EXECUTING", "COMPLETED", "FAILED", "CANCELLED", "ARCHIVED")
+# An unlisted motion is read by id until it is finished (not EXECUTING) and QUIET_READS reads in a
+# row found nothing new; then it is retired (read again only if the listing shows it again).
+QUIET_READS = 2
+START_KEY = keys.MAGNIFY_START
 CRON_NAME = "magnify_poll"
 POLLER_CTX_KEY = "magnify_poller"
 LOCK_KEY = keys.MAGNIFY_LOCK
@@ -116,6 +136,9 @@ class CycleReport:
     incomplete: int = 0  # motions the budget left for the next cycle
     failed: int = 0
     resets: int = 0
+    skipped: int = 0  # metrics older than their motion's floor (MAGBRIDGE_MAGNIFY_START, a reset)
+    unlisted: int = 0  # checkpointed motions out of the listing, read by id this cycle
+    retired: int = 0  # unlisted motions found finished and quiet this cycle: no longer read
     newest_ms: int = 0
     error: str = ""
 
@@ -196,8 +219,11 @@ class MagnifyPoller:
         budget_seconds: float,
         states: Sequence[str] = POLLED_STATES,
         clock: Callable[[], float] = time.time,
+        start: str = "everything",
     ):
         self._redis = redis
+        self._start = start
+        self._start_ms: int | None = None
         self.client = client
         self._tally = tally
         self._store = store
@@ -261,6 +287,7 @@ class MagnifyPoller:
             budget_seconds=budget_seconds or max(1.0, settings.job_timeout_seconds - settings.http_timeout_seconds - 1),
             states=states,
             clock=clock,
+            start=settings.magnify_start,
         )
 
     async def tick(self) -> str:
@@ -315,8 +342,16 @@ class MagnifyPoller:
     async def _cycle(self, budget: Budget, report: CycleReport) -> None:
         before = Counter(self._tally.counts)
         try:
+            self._reader.start_ms = await self._resolve_start()
             motions = await self._list(budget, report)
-            checkpoints = await self._checkpoints.load(motion.id for motion in motions)
+            listed = {motion.id for motion in motions}
+            unlisted = [mid for mid in await self._checkpoints.motion_ids() if mid not in listed]
+            checkpoints = await self._checkpoints.load([*listed, *unlisted])
+            for motion in motions:
+                checkpoints[motion.id].quiet, checkpoints[motion.id].retired = 0, False  # listed again
+            followed = [Motion(mid, "", "") for mid in unlisted if not checkpoints[mid].retired]
+            report.unlisted = len(followed)
+            motions.extend(followed)  # state "": unlisted, read by id first
             # Least recently read first: what a cut-short cycle leaves goes first next time.
             motions.sort(key=lambda motion: checkpoints[motion.id].polled_at)
             report.motions = len(motions)
@@ -355,15 +390,66 @@ class MagnifyPoller:
             # Auth or Redis failing ends the whole cycle; the readers share the cause, report the first.
             raise errors.exceptions[0] from None
 
+    async def _resolve_start(self) -> int:
+        """The floor of a motion never seen, in epoch ms (``MAGBRIDGE_MAGNIFY_START``).
+
+        ``now`` is the time of the first poll against this Redis, recorded once in ``keys.MAGNIFY_START``
+        (SET NX), so every worker and every restart agrees, and a motion created later is read whole.
+        """
+        if self._start == "now":
+            # Read every cycle (one round trip): deleting the key moves the start to the next poll.
+            await self._redis.set(START_KEY, int(self._clock() * 1000), nx=True)
+            return int(await self._redis.get(START_KEY) or 0)
+        if self._start_ms is None:
+            self._start_ms = 0 if self._start == "everything" else parse_start_ms(self._start)
+        return self._start_ms
+
+    async def _read_unlisted(self, motion: Motion, budget: Budget, report: CycleReport) -> None:
+        """A checkpointed motion the listing no longer reaches: by id, then its metrics until quiet."""
+        try:
+            current = await self.client.get_motion(motion.id, deadline=budget.deadline)
+        except MagnifyApiError as exc:
+            if exc.status != 404:
+                raise
+            await self._retire(motion.id, "the motion is gone (404)", report)
+            return
+        if current.state not in self._states:
+            return  # DRAFT or SCHEDULED again: nothing sent
+        result = await self._reader.read(motion.id, (await self._checkpoints.load([motion.id]))[motion.id], budget)
+        await self._add(result, report)
+        if not result.complete:
+            return
+        checkpoint = (await self._checkpoints.load([motion.id]))[motion.id]
+        finished = current.state != "EXECUTING"
+        checkpoint.quiet = checkpoint.quiet + 1 if finished and result.ingested == 0 else 0
+        if checkpoint.quiet >= QUIET_READS:
+            await self._retire(motion.id, f"finished ({current.state}), nothing new in {QUIET_READS} reads", report)
+            return
+        await self._checkpoints.save(motion.id, checkpoint)
+
+    async def _retire(self, motion_id: str, reason: str, report: CycleReport) -> None:
+        checkpoint = (await self._checkpoints.load([motion_id]))[motion_id]
+        checkpoint.retired = True
+        await self._checkpoints.save(motion_id, checkpoint)
+        report.retired += 1
+        _log.info("magnify unlisted motion retired", motion_id=motion_id, reason=reason)
+
     async def _read_one(self, motion: Motion, checkpoint: Checkpoint, budget: Budget, report: CycleReport) -> None:
         try:
+            if not motion.state:
+                await self._read_unlisted(motion, budget, report)
+                return
             result = await self._reader.read(motion.id, checkpoint, budget)
         except (MagnifyApiError, InvalidMotionId) as exc:
             # One motion's trouble (a 403, retries used up) must not stop the others.
             report.failed += 1
             _log.warning("magnify motion failed", motion_id=motion.id, error=str(exc))
             return
+        await self._add(result, report)
+
+    async def _add(self, result: MotionResult, report: CycleReport) -> None:
         report.ingested += result.ingested
+        report.skipped += result.skipped
         report.duplicates += result.duplicates
         report.resets += result.resets
         report.newest_ms = max(report.newest_ms, result.newest_ms)
@@ -386,6 +472,10 @@ class MagnifyPoller:
         try:
             await self._stats.incr("magnify_polls", {"outcome": report.outcome})
             await self._stats.observe("magnify_poll_duration_seconds", report.seconds)
+            if report.skipped:
+                await self._stats.incr("magnify_metrics_skipped", amount=report.skipped)
+            if report.outcome != "error" or report.motions:
+                await self._stats.set_gauge("magnify_motions_unlisted", report.motions_unreachable)
             newest = int(await self._newest(keys=[NEWEST_KEY], args=[report.newest_ms]))
             if newest > 0:
                 lag = max(0.0, self._clock() - newest / 1000)
@@ -400,6 +490,9 @@ class MagnifyPoller:
             requests=sum(report.requests.values()),
             ingested=report.ingested,
             duplicates=report.duplicates,
+            skipped=report.skipped,
+            unlisted=report.unlisted,
+            unreachable=report.motions_unreachable,
             incomplete=report.incomplete,
             failed=report.failed,
         )
