@@ -15,13 +15,15 @@ from typing import Annotated, Any, Literal
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from config.errors import ConfigError
 
 __all__ = [
+    "FIELD_ID_PATTERN",
     "BroadcastSpec",
     "CompiledRule",
+    "MatchSpec",
     "MergeSpec",
     "RuleSet",
     "RuleTemplate",
@@ -33,6 +35,8 @@ _NAME_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,63}$"
 _KEPT_MATCHES = 4096
 _VARIABLE_PATH = re.compile(r"^\{\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\}\}$")  # {{ data.user.id }}
 _ACTION_KINDS = ("magicbell.broadcast", "magnews.merge")
+FIELD_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+"""A Magnews field id (``email``, ``magnify_user_id``): safe as an MQL identifier and in a Redis key."""
 _DICT_ATTRIBUTES = frozenset(dir(dict))  # names a template reaches on a dict as the method, not the key
 
 
@@ -106,13 +110,36 @@ class BroadcastSpec(_Strict):
     custom_attributes: dict[str, str] = {}
 
 
+class MatchSpec(_Strict):
+    """How a merge finds its contact: the one whose field ``field`` (a field id, not a template)
+    holds ``value`` (a template), looked up through the Magnews query API."""
+
+    field: str = Field(pattern=FIELD_ID_PATTERN)
+    value: str = Field(min_length=1)
+
+
 class MergeSpec(_Strict):
-    """``magnews.merge``: ``database``, ``values`` and ``options`` values are templates."""
+    """``magnews.merge``: ``database``, ``key``, ``values``, ``options`` and ``match.value`` are templates.
+
+    ``key`` names the database's primary-key field (the merge's contact is the one with that key);
+    ``match`` finds the contact by another field first, and ``unmatched`` says what a merge whose
+    contact is not found does: ``record`` it (the action ends ``unmatched``) or ``create`` the contact
+    from ``values``, which can only be done when they hold the key.
+    """
 
     kind: Literal["magnews.merge"]
     database: str = Field(min_length=1)
+    key: str | None = Field(None, min_length=1)  # None: MAGBRIDGE_MAGNEWS_PRIMARY_KEY
     values: dict[str, str] = Field(min_length=1)
     options: dict[str, str | int | bool] = {}
+    match: MatchSpec | None = None
+    unmatched: Literal["record", "create"] = "record"
+
+    @model_validator(mode="after")
+    def _unmatched_needs_a_match(self) -> MergeSpec:
+        if "unmatched" in self.model_fields_set and self.match is None:
+            raise ValueError("unmatched: only a merge with a match can miss its contact; add match = {field, value}")
+        return self
 
 
 ActionSpec = Annotated[BroadcastSpec | MergeSpec, Field(discriminator="kind")]
@@ -179,7 +206,12 @@ class RuleSet:
 def _template_fields(action: BroadcastSpec | MergeSpec) -> dict[str, str]:
     """Every template string of an action, under a dotted field path (``values.email``)."""
     fields: dict[str, str] = {}
-    for key, value in action.model_dump(exclude={"kind"}).items():
+    # ``unmatched`` is a choice and ``match.field`` a field id: neither is rendered.
+    for key, value in action.model_dump(exclude={"kind", "unmatched"}).items():
+        if key == "match":
+            if value is not None:
+                fields["match.value"] = value["value"]
+            continue
         if isinstance(value, str):
             fields[key] = value
         elif isinstance(value, list):

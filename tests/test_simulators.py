@@ -313,7 +313,7 @@ async def test_magnews_merge_inserts_updates_and_does_nothing(sims: Simulators, 
         "status": "subscribed",
         "fields": {"magnify_user_id": "user_1", "name": "Ada L.", "score": "42"},
     }
-    assert await sim_state(http, base) == {"contacts": 1, "side_effects": 2, "webhooks": 0}
+    assert await sim_state(http, base) == {"contacts": 1, "merges_accepted": 3, "side_effects": 2, "webhooks": 0}
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-"""Magnews readings: the two documented merge answers (and one with no outcome), the consent options
-of the default rules, and webhook bodies and test requests whose shape Magnews does not publish.
+"""Magnews readings: the two documented merge answers (and one with no outcome, read back), the consent
+options of the default rules, and webhook bodies and test requests whose shape Magnews does not publish.
 
 Everything runs on real Redis, the real simulators and, end to end, a real arq worker; each test
 asserts what the simulator recorded.
@@ -7,8 +7,10 @@ asserts what the simulator recorded.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,7 +22,7 @@ from bridge.events import UNCLASSIFIED, magnify_envelope
 from bridge.simulators import SIM_CORE, Simulators
 from bridge.simulators.magnews import MAGNEWS_BACKEND, MagnewsBackend
 from bridge.store.reads import EventReader
-from config.errors import PermanentDeliveryError, TransientDeliveryError
+from config.errors import MergeOutcomeUnknown, PermanentDeliveryError, TransientDeliveryError
 from config.settings import Settings
 from tests.support.commands import magnews_webhook
 from tests.support.events import magnify_metric
@@ -30,6 +32,8 @@ from tests.support.store import event_record, ingest
 from tests.support.workers import run_worker_burst
 from workers.destinations.http import ApiResponse
 from workers.destinations.magnews import MagnewsClient, merge_outcome
+from workers.destinations.merge_readback import MergeReadBack, unlike
+from workers.ledger import Ledger
 
 CONSENT = {
     "sendemail": False,
@@ -113,10 +117,11 @@ async def test_an_answer_without_outcome_is_unknown_not_permanent(
     simulators: Simulators, magnews: MagnewsClient
 ) -> None:
     choose(simulators, merge_result="message_only")
-    with pytest.raises(TransientDeliveryError, match="outcome unknown"):
+    with pytest.raises(MergeOutcomeUnknown, match="outcome unknown"):
         await magnews.merge_contact({"magnify_user_id": "u1"}, {"iddatabase": 7}, idempotency_key="k")
     results = await magnews.batch_merge(7, [{"magnify_user_id": "u1"}, {"magnify_user_id": "u2"}], {}, "k2")
-    assert all(isinstance(result, TransientDeliveryError) for result in results)
+    assert all(isinstance(result, MergeOutcomeUnknown) for result in results)
+    assert isinstance(results[0], TransientDeliveryError)  # retried unless a read-back confirms it
     # Sending again is harmless: the merge is by primary key, so u1 is one contact.
     assert len(backend(simulators).contacts.in_database(7)) == 2
 
@@ -161,17 +166,137 @@ async def test_end_to_end_merges_are_delivered_once_under_each_answer(
     assert len(merges) + sum(len(batch["body"]["contacts"]) for batch in batches) == users
 
 
-async def test_end_to_end_unknown_outcome_is_retried_then_dead_lettered_without_duplicates(
-    make_settings: SettingsFactory, simulators: Simulators, redis: aioredis.Redis
+@pytest.mark.parametrize(
+    ("contact", "values", "differs"),
+    [
+        ({"status": "subscribed", "fields": {"a": "1", "b": "x"}}, {"a": 1, "b": " x "}, ""),
+        ({"status": "unsubscribed", "fields": {"a": "1"}}, {"a": "1", "status": "unsubscribed"}, ""),
+        ({"fields": {"a": None, "t": "true"}}, {"a": "", "t": True}, ""),
+        ({"idcontact": 3, "a": "1"}, {"a": "1"}, ""),  # a field at the top level: read there
+        ({"fields": {"a": "1"}}, {"a": "2"}, "a is '1', not '2'"),
+        ({"fields": {}}, {"a": "2"}, "no a (sent '2')"),
+        ({"fields": {"a": {"x": 1}}}, {"a": "1"}, "no a (sent '1')"),
+        ({"status": "unconfirmed", "fields": {"status": "x"}}, {"status": "x"}, "status is 'unconfirmed', not 'x'"),
+    ],
+)
+def test_a_contact_read_back_holds_the_values_as_strings(
+    contact: dict[str, Any], values: dict[str, Any], differs: str
+) -> None:
+    assert unlike(contact, values) == differs
+
+
+async def test_read_backs_of_one_iteration_share_one_query_per_contact() -> None:
+    asked: list[str] = []
+
+    async def query(text: str) -> list[dict[str, Any]]:  # a pure unit: the query API's answers
+        asked.append(text)
+        if "'down'" in text:
+            raise TransientDeliveryError("magnews: 503", status=503)
+        return [{"idcontact": 1, "fields": {"k": "a", "x": "1"}}] if "'a'" in text else []
+
+    readback = MergeReadBack(query)
+    results = await asyncio.gather(
+        readback.confirm(7, "k", {"k": "a", "x": "1"}),
+        readback.confirm(7, "k", {"k": "a", "x": "2"}),
+        readback.confirm(7, "k", {"k": "b", "x": "1"}),
+        readback.confirm(7, "k", {"k": "o'brien"}),
+        readback.confirm(7, "k", {"k": "down"}),
+        return_exceptions=True,
+    )
+    assert asked == [
+        "select * from contacts where iddatabase=7 and k='a' limit 2",
+        "select * from contacts where iddatabase=7 and k='b' limit 2",
+        "select * from contacts where iddatabase=7 and k='down' limit 2",
+    ]  # a and a: one query; o'brien: none (MQL's quoting is undocumented)
+    first, second, third, fourth, fifth = results
+    assert (
+        not isinstance(first, BaseException)
+        and first.confirmed
+        and first.contact
+        == {
+            "idcontact": 1,
+            "fields": {"k": "a", "x": "1"},
+        }
+    )
+    assert not isinstance(second, BaseException) and not second.confirmed
+    assert second.differs == "the contact with k = 'a' has x is '1', not '2'"
+    assert not isinstance(third, BaseException) and third.differs == "no contacts of database 7 with k = 'b'"
+    assert not isinstance(fourth, BaseException) and fourth.differs.startswith("cannot read the contact back by k")
+    assert isinstance(fifth, TransientDeliveryError)  # the query's failure, its own caller's only
+
+
+async def _queries(simulators: Simulators) -> list[dict[str, Any]]:
+    return await sim_requests(simulators.endpoints.magnews_base_url, "/v19/contacts/query", method="GET")
+
+
+@pytest.mark.parametrize("users", [1, 20])
+async def test_end_to_end_unknown_outcome_is_read_back_and_confirmed(
+    make_settings: SettingsFactory, simulators: Simulators, redis: aioredis.Redis, users: int
 ) -> None:
     choose(simulators, merge_result="message_only")
-    settings = make_settings(retry_max_attempts=3)
-    numbers = await _engagement_run(settings, simulators, redis, 2)
-    print(f"merge_result=message_only: {numbers}")
-    # Retried (3 tries each), never a permanent failure on the first answer; the contacts exist once each.
-    assert numbers == {"sent": 2, "delivered": 0, "dead": 2, "duplicated": 0, "contacts": 2, "side_effects": 2}
-    merges = await sim_requests(simulators.endpoints.magnews_base_url, "/v19/contacts/")
-    assert len(merges) >= 3
+    # One merge alone goes as /merge, twenty wait 200 ms to share batchmerge calls. One breaker
+    # failure would open the circuit: an answer without outcome must not count as one.
+    settings = make_settings(magnews_batch_wait_ms=200, breaker_failures=1)
+    numbers = await _engagement_run(settings, simulators, redis, users)
+    print(f"merge_result=message_only users={users}: {numbers}")
+    assert numbers == {
+        "sent": users,
+        "delivered": users,
+        "dead": 0,
+        "duplicated": 0,
+        "contacts": users,
+        "side_effects": users,
+    }
+    base = simulators.endpoints.magnews_base_url
+    merges = await sim_requests(base, "/v19/contacts/merge")
+    batches = await sim_requests(base, "/v19/contacts/batchmerge")
+    assert len(merges) + sum(len(batch["body"]["contacts"]) for batch in batches) == users, "each merge sent once"
+    assert (len(batches) > 0) == (users > 1)
+    assert len(await _queries(simulators)) == users, "one read-back per merge"
+    contacts = backend(simulators).contacts.in_database(7)
+    assert {c.fields["magnify_last_event"] for c in contacts} == {"magnify_send_email_open"}
+    for n in range(users):
+        envelope = magnify_envelope(magnify_metric("magnify_send_email_open", user=f"user_{n}"))
+        [action] = (await event_record(redis, envelope.id))["actions"]
+        assert (action["status"], action["failures"]) == ("delivered", 0)
+        assert [attempt["outcome"] for attempt in action["attempts"]] == ["confirmed"]
+        assert json.loads(action["last_response"]["body"])["fields"]["magnify_user_id"] == f"user_{n}"
+        [entry] = (await Ledger(redis, ttl_seconds=60).delivered(action["requests"])).values()
+        assert entry["outcome"] == "confirmed"
+
+
+async def test_an_unknown_outcome_the_read_back_does_not_find_is_retried_not_delivered(
+    make_settings: SettingsFactory, simulators: Simulators, redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # denyupdatecontact: Magnews keeps the contact as it was and answers without outcome; the
+    # read-back sees the old value, so the merge is not confirmed.
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rules]]\nname = "frozen"\nsource = "magnify"\ntypes = ["magnify_send_email_open"]\n\n'
+        '[[rules.actions]]\nkind = "magnews.merge"\ndatabase = "7"\n'
+        '[rules.actions.values]\nmagnify_user_id = "{{ data.user.id }}"\nmagnify_last_event = "{{ event.type }}"\n'
+        "[rules.actions.options]\ndenyupdatecontact = true\n"
+    )
+    choose(simulators, merge_result="message_only")
+    contacts = backend(simulators).contacts
+    contacts.merge(7, {"magnify_user_id": "user_7", "magnify_last_event": "before"})
+    envelope = magnify_envelope(magnify_metric("magnify_send_email_open", user="user_7"))
+    await ingest(redis, [envelope])
+    await run_worker_burst(make_settings(rules_file=rules, retry_max_attempts=2))
+
+    record = await event_record(redis, envelope.id)
+    [action] = record["actions"]
+    assert (record["status"], action["status"], action["failures"]) == ("failed", "dead", 2)
+    assert [attempt["outcome"] for attempt in action["attempts"]] == ["transient", "transient"]
+    assert action["last_error"].endswith(
+        "read back: the contact with magnify_user_id = 'user_7' has "
+        "magnify_last_event is 'before', not 'magnify_send_email_open'"
+    )
+    assert len(await sim_requests(simulators.endpoints.magnews_base_url, "/v19/contacts/merge")) == 2
+    assert len(await _queries(simulators)) == 2  # one read-back per try
+    [contact] = contacts.in_database(7)
+    assert contact.fields["magnify_last_event"] == "before"
+    assert await Ledger(redis, ttl_seconds=60).delivered(action["requests"]) == {}
 
 
 # --- 7. consent ---------------------------------------------------------------------------------------------

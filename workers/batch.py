@@ -3,7 +3,7 @@
 A batch costs a fixed number of Redis round trips, not a number per event: one script starts every
 run and reads the events (``workers.runs``), one ``MGET`` reads the ledger, the destination gates
 and the Magnews merge batcher coalesce what the events send, and one transaction records every
-outcome, the new ledger entries and the counters (``workers.jobs``).
+outcome and the new ledger entries (``workers.jobs``); the process's own series count as it goes.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 
 import structlog
 
+from bridge.process_metrics import WorkerSeries
 from bridge.store.records import StoredEvent
-from bridge.store.stats import Stats
 from config.rules import RuleSet
 from config.settings import Settings
-from workers.delivery import Batch, DeliveryContext, Sender, deliver_action, new_record
+from workers.delivery import FINAL_ACTION_STATUSES, Batch, DeliveryContext, Sender, deliver_action, new_record
 from workers.ledger import Ledger
 from workers.mapping import PlannedAction, plan_actions
 from workers.retry import PENDING_STATUSES, crash_outcome, give_up_exhausted, retry_delay
@@ -34,7 +34,7 @@ class WorkerDeps:
     settings: Settings
     runs: DeliveryRuns
     ledger: Ledger
-    stats: Stats
+    metrics: WorkerSeries
     rules: RuleSet
     senders: dict[str, Sender]
     template_context: dict[str, Any]
@@ -131,8 +131,8 @@ async def _deliver(deps: WorkerDeps, run: EventRun, event: StoredEvent, batch: B
     waits: list[float] = []
     for action in run.planned:
         record = event.actions.get(action.key) or new_record(action)
-        if record["status"] in ("delivered", "dead"):
-            # Delivered needs nothing; dead waits for a replay (which resets it to pending).
+        if record["status"] in FINAL_ACTION_STATUSES:
+            # Delivered, unmatched or superseded need nothing; dead waits for a replay (which resets it).
             event.actions[action.key] = record
             continue
         outcome = await deliver_action(action, record, send=deps.senders[action.destination], run=context)
@@ -150,7 +150,7 @@ async def _deliver(deps: WorkerDeps, run: EventRun, event: StoredEvent, batch: B
                 deps.settings,
                 failing,
                 waits,
-                lambda destination: batch.stats.incr("retries", {"destination": destination}),
+                lambda destination: batch.metrics.retries.labels(destination).inc(),
             )
             run.status = "retrying"
             batch.log.info("event retrying", delay=round(run.retry_in, 3))
@@ -158,7 +158,7 @@ async def _deliver(deps: WorkerDeps, run: EventRun, event: StoredEvent, batch: B
     dead = [event.actions[key] for key in planned if event.actions[key]["status"] == "dead"]
     run.status = "failed" if dead else "delivered"
     for record in dead:
-        batch.stats.incr("dead_letters", {"destination": record["destination"]})
+        batch.metrics.dead_letters.labels(record["destination"]).inc()
         batch.log.warning(
             "dead letter", action=record["key"], destination=record["destination"], error=record["last_error"]
         )

@@ -4,7 +4,9 @@ Each request is sent only if the ledger does not hold its key; success adds it t
 that the batch's closing transaction writes (``Batch.recorded``). A
 transient failure leaves the action ``retrying`` and counts toward its retry limit; a deferral
 (rate limit, concurrency cap, open circuit) leaves it ``deferred`` and counts nothing; a permanent
-failure, or an action that could not be rendered, makes it ``dead``. A 401/403 pauses the
+failure, or an action that could not be rendered, makes it ``dead``. A merge that needs no request
+ends ``unmatched`` (no contact to merge into) or ``superseded`` (a newer merge for the contact went
+first): final, neither delivered nor a dead letter, with a ``note`` saying why. A 401/403 pauses the
 destination (``DestinationPaused``): the refusal is recorded as an attempt (outcome ``refused``) but
 the action is ``deferred`` and counts nothing, so expired or revoked credentials never dead-letter.
 
@@ -27,8 +29,9 @@ import structlog
 from structlog.typing import FilteringBoundLogger
 
 from bridge.events import format_time
-from bridge.store.stats import StatsBuffer
+from bridge.process_metrics import WorkerSeries
 from config.errors import (
+    ActionSkipped,
     DeliveryDeferred,
     DeliveryError,
     DestinationPaused,
@@ -38,7 +41,16 @@ from config.errors import (
 from workers.destinations.http import ApiResponse
 from workers.mapping import PlannedAction, Request
 
-__all__ = ["ActionOutcome", "Batch", "DeliveryContext", "Reported", "Sender", "deliver_action", "new_record"]
+__all__ = [
+    "FINAL_ACTION_STATUSES",
+    "ActionOutcome",
+    "Batch",
+    "DeliveryContext",
+    "Reported",
+    "Sender",
+    "deliver_action",
+    "new_record",
+]
 
 
 class Sender(Protocol):
@@ -65,6 +77,9 @@ def _maybe_sent(exc: TransientDeliveryError) -> bool:
 
 
 _KEPT_ATTEMPTS = 20
+FINAL_ACTION_STATUSES = ("delivered", "dead", "unmatched", "superseded")
+"""Action statuses a run leaves alone: ``unmatched`` and ``superseded`` are final without a request
+(``config.errors.ActionSkipped``); a replay without ``force`` tries ``dead`` and ``unmatched`` again."""
 _log = structlog.get_logger("magbridge.delivery")
 
 
@@ -100,7 +115,7 @@ def _attempt(record: dict[str, Any], **fields: Any) -> None:
 class Batch:
     """What the runs of one batch share."""
 
-    stats: StatsBuffer = field(default_factory=StatsBuffer)
+    metrics: WorkerSeries  # this process's series: attempts are counted as they happen
     # The ledger: request key -> entry, as read at the batch's start, and the entries its deliveries add.
     delivered: dict[str, dict[str, Any]] = field(default_factory=dict)
     recorded: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -123,11 +138,10 @@ async def deliver_action(
     """Send what the ledger lacks; update ``record`` in place and say whether to come back."""
     batch = run.batch
     log = batch.log.bind(action=action.key, rule=action.rule, destination=action.destination)
-    labels = {"destination": action.destination}
     if action.error is not None:
         record.update(status="dead", last_error=action.error)
         _attempt(record, job_try=run.job_try, outcome="invalid", error=action.error)
-        batch.stats.incr("deliveries", labels | {"outcome": "invalid"})
+        batch.metrics.deliveries.labels(action.destination, "invalid").inc()
         log.warning("action invalid", error=action.error)
         return ActionOutcome(record)
     for request in action.requests:
@@ -145,7 +159,7 @@ async def deliver_action(
             record["last_response"] = {"status": exc.status, "body": exc.body}
             _attempt(record, job_try=run.job_try, request=request.key, outcome="refused", status=exc.status,
                      error=exc.reason, ms=elapsed)  # fmt: skip
-            batch.stats.incr("deliveries", labels | {"outcome": "refused"})
+            batch.metrics.deliveries.labels(action.destination, "refused").inc()
             log.warning("delivery refused, destination paused", request=request.key, status=exc.status,
                         retry_after=round(exc.retry_after, 2), job_try=run.job_try)  # fmt: skip
             return ActionOutcome(record, retry_after=exc.retry_after)
@@ -153,6 +167,13 @@ async def deliver_action(
             record.update(status="deferred", last_error=exc.reason)
             log.debug("delivery deferred", reason=exc.reason, retry_after=round(exc.retry_after, 2))
             return ActionOutcome(record, retry_after=exc.retry_after)
+        except ActionSkipped as exc:
+            # Final without a request: no contact to merge into, or a newer merge went first.
+            record.update(status=exc.status, last_error=None, note=exc.note)
+            _attempt(record, job_try=run.job_try, request=request.key, outcome=exc.status, note=exc.note)
+            batch.metrics.deliveries.labels(action.destination, exc.status).inc()
+            log.info("delivery skipped", request=request.key, outcome=exc.status, note=exc.note)
+            return ActionOutcome(record)
         except DeliveryError as exc:
             elapsed = round((time.perf_counter() - started) * 1000, 1)
             transient = isinstance(exc, TransientDeliveryError)
@@ -167,7 +188,7 @@ async def deliver_action(
                 record["unsure"] = [*unsure, request.key]
             _attempt(record, job_try=run.job_try, request=request.key, outcome=outcome, status=exc.status,
                      error=exc.message, ms=elapsed)  # fmt: skip
-            batch.stats.incr("deliveries", labels | {"outcome": outcome})
+            batch.metrics.deliveries.labels(action.destination, outcome).inc()
             log.warning("delivery failed", request=request.key, outcome=outcome, status=exc.status,
                         error=exc.message, job_try=run.job_try)  # fmt: skip
             if isinstance(exc, TransientDeliveryError):
@@ -186,9 +207,10 @@ async def deliver_action(
             record["unsure"] = [key for key in unsure if key != request.key]
         _attempt(record, job_try=run.job_try, request=request.key, outcome=outcome, status=response.status,
                  ms=elapsed)  # fmt: skip
-        batch.stats.incr("deliveries", labels | {"outcome": "delivered"})
-        batch.stats.observe("delivery_latency_seconds", time.time() - run.received_at_ms / 1000, labels)
+        batch.metrics.deliveries.labels(action.destination, "delivered").inc()
+        batch.metrics.delivery_latency.labels(action.destination).observe(time.time() - run.received_at_ms / 1000)
         log.info("delivered", request=request.key, status=response.status, ms=elapsed, job_try=run.job_try,
                  outcome=outcome)  # fmt: skip
     record.update(status="delivered", last_error=None)
+    record.pop("note", None)
     return ActionOutcome(record)

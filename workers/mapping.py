@@ -11,14 +11,16 @@ import hashlib
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import jinja2
 
 from bridge.store.records import StoredEvent
-from config.rules import BroadcastSpec, CompiledRule, MergeSpec, RuleSet, RuleTemplate
+from config.rules import FIELD_ID_PATTERN, BroadcastSpec, CompiledRule, MergeSpec, RuleSet, RuleTemplate
+from workers.destinations.mql import quote
 
-__all__ = ["BROADCAST_ID_NAMESPACE", "PlannedAction", "Request", "action_key", "plan_actions"]
+__all__ = ["BROADCAST_ID_NAMESPACE", "ContactRef", "PlannedAction", "Request", "action_key", "plan_actions"]
 
 # Fixed namespace: broadcast ids must be the same in every process and every release.
 BROADCAST_ID_NAMESPACE = uuid.UUID("6f1c5a52-9a0e-4e8e-9a57-3b1f0d5e2c11")
@@ -29,14 +31,37 @@ _MAX_URL = 2048
 _MAX_CATEGORY = 255
 _CATEGORY_PATTERN = re.compile(r"^[A-Za-z0-9_\.\-/:]+$")
 _EMAIL_PATTERN = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
+_FIELD_ID = re.compile(FIELD_ID_PATTERN)
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRef:
+    """Which Magnews contact a merge is for, and when its event happened (latest wins).
+
+    The contact is the one of ``database`` whose field ``field`` holds ``value``; ``key`` is the
+    database's primary-key field, which the merge names the contact by. ``lookup``: find the key's
+    value through the query API first (a match on another field, or a rule that must not create the
+    contact); ``create``: when none is found, merge anyway, which creates the contact if the values
+    hold its key. ``origin`` (the event id) lets a merge's own retry pass its own earlier admission.
+    """
+
+    database: int
+    key: str
+    field: str
+    value: str
+    lookup: bool
+    create: bool
+    occurred_ms: int
+    origin: str
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One request of an action: its own idempotency key and body."""
+    """One request of an action: its own idempotency key and body; a merge's ``contact``."""
 
     key: str
     body: dict[str, Any]
+    contact: ContactRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +186,44 @@ def _merge_requests(
         for name, value in spec.options.items()
     }
     options["iddatabase"] = int(database)
-    return (Request(key=key, body={"values": values, "options": options}),)
+    contact = _contact_ref(spec, templates, context, int(database), values)
+    return (Request(key=key, body={"values": values, "options": options}, contact=contact),)
+
+
+def _occurred_ms(event: dict[str, Any]) -> int:
+    try:
+        moment = datetime.fromisoformat(str(event["occurred_at"]).replace("Z", "+00:00"))
+    except ValueError:
+        return int(event["received_at"])  # stored events always have a readable time; this is a guard
+    return int(moment.timestamp() * 1000)
+
+
+def _contact_ref(
+    spec: MergeSpec, templates: dict[str, RuleTemplate], context: dict[str, Any], database: int, values: dict[str, str]
+) -> ContactRef | None:
+    """The merge's contact; ``None`` when nothing names it (no match, and the values lack the key)."""
+    key = _render(templates, "key", context) if "key" in templates else str(context.get("magnews_primary_key") or "")
+    if key and not _FIELD_ID.match(key):
+        raise _RenderError(f"key: {key[:80]!r} is not a field id")
+    event = context["event"]
+    if spec.match is None:
+        if not values.get(key):
+            return None  # sent as it is, and not ordered: nothing says which contact it is
+        return ContactRef(database, key, key, values[key], False, True, _occurred_ms(event), event["id"])
+    if not key:
+        raise _RenderError("key: the database's primary-key field is unknown (is MAGBRIDGE_MAGNEWS_PRIMARY_KEY set?)")
+    value = _render(templates, "match.value", context)
+    create = spec.unmatched == "create"
+    # Matched on the key itself and allowed to create: the merge by key does both, no lookup needed.
+    lookup = not (spec.match.field == key and create)
+    try:
+        if lookup:
+            quote(value)
+        elif not value:
+            raise ValueError("is empty")
+    except ValueError as exc:
+        raise _RenderError(f"match.value: {exc}") from None
+    return ContactRef(database, key, spec.match.field, value, lookup, create, _occurred_ms(event), event["id"])
 
 
 def _plan(rule: CompiledRule, index: int, event: StoredEvent, context: dict[str, Any]) -> PlannedAction:

@@ -24,6 +24,7 @@ from bridge.simulators.common import (
     read_json,
     vendor_error,
 )
+from bridge.simulators.credentials import MAGICBELL_TOKEN
 from bridge.simulators.magicbell_validation import validate_broadcast
 
 __all__ = ["MAGICBELL_STORE", "BroadcastStore", "create_magicbell_app"]
@@ -242,7 +243,7 @@ def _links(base: URL, ids: list[str], start: int, end: int, limit: int) -> dict[
     return {"first": page_from(0), "next": page_from(end) if end < len(ids) else None, "prev": prev}
 
 
-def create_magicbell_app(*, token: str = "sim-magicbell-token", seed: int = 0) -> web.Application:
+def create_magicbell_app(*, token: str = MAGICBELL_TOKEN, seed: int = 0) -> web.Application:
     """A MagicBell v2 simulator; requests need ``Authorization: Bearer <token>``."""
     store = BroadcastStore(seed)
     profile = VendorProfile(

@@ -1,4 +1,4 @@
-"""Magnews REST API v19 simulator: contacts merge/batchmerge/find, account userinfo and webhooks.
+"""Magnews REST API v19 simulator: contacts merge/batchmerge/find/query, account userinfo and webhooks.
 
 A client's base URL is ``http://host:port``; it appends ``/v19/...`` as it does for the real service.
 Errors use the vendor's format ``{"error": ..., "debugMessage": ...}``. Contact data problems are not
@@ -8,7 +8,11 @@ Readings (``bridge.simulators.readings``): ``merge_result`` = ``table`` (default
 table's fields, batchmerge a bare array), ``examples`` (the examples' ``result``/``message``
 objects without ``ok``, batchmerge ``{"results", "totalProcessed", ...}``, a refused single merge a
 400) or ``message_only`` (no outcome at all); ``test_request`` = the shape of the unpublished test
-request sent before a subscription is accepted (``bridge.simulators.magnews_webhooks.TEST_REQUESTS``).
+request sent before a subscription is accepted (``bridge.simulators.magnews_webhooks.TEST_REQUESTS``);
+``primary_key`` = the field that keys database 7: ``magnify_user_id`` (default, empty at start) or
+``email`` (seeded with contacts for some Magnify users; a merge without an ``email`` is refused with
+``missing_primary_key``, as a merge "by matching the database primary key value" must be). Contacts
+are found with ``GET /v19/contacts/query`` (the MQL of ``bridge.simulators.magnews_query``).
 Merge options that concern consent are honoured (``bridge.simulators.magnews_contacts``).
 
 Extra control routes: ``POST /_sim/emit`` makes Magnews send a webhook event to every active
@@ -40,8 +44,10 @@ from bridge.simulators.common import (
     json_response,
     read_json,
 )
-from bridge.simulators.magnews_contacts import ContactStore
+from bridge.simulators.credentials import MAGNEWS_TOKEN
+from bridge.simulators.magnews_contacts import ContactStore, email_database_seed
 from bridge.simulators.magnews_oauth import MAGNEWS_OAUTH, TOKEN_PATH, MagnewsOAuth, oauth_control, token_endpoint
+from bridge.simulators.magnews_query import parse_contact_query
 from bridge.simulators.magnews_webhooks import (
     TEST_REQUESTS,
     WEBHOOK_STATUSES,
@@ -53,10 +59,25 @@ from bridge.simulators.magnews_webhooks import (
     test_request_body,
     valid_uri,
 )
+from bridge.simulators.magnify_data import USER_IDS
+from bridge.simulators.readings import Readings
 
-__all__ = ["DEFAULT_DATABASES", "MAGNEWS_BACKEND", "USERINFO", "MagnewsBackend", "create_magnews_app"]
+__all__ = [
+    "DEFAULT_DATABASES",
+    "MAGNEWS_BACKEND",
+    "MAGNIFY_DATABASE",
+    "PRIMARY_KEYS",
+    "USERINFO",
+    "MagnewsBackend",
+    "create_magnews_app",
+]
 
 DEFAULT_DATABASES: Mapping[int, str] = MappingProxyType({7: "magnify_user_id", 1: "email"})
+MAGNIFY_DATABASE = 7
+"""The database the tests, the demo and ``magbridge simulate`` merge Magnify users into."""
+# Reading ``primary_key``: the field that keys MAGNIFY_DATABASE. The contract's database is keyed
+# by the Magnify user id; most real ones are keyed by e-mail, which a Magnify metric does not carry.
+PRIMARY_KEYS = ("magnify_user_id", "email")
 BATCH_MAX = 1000
 # The documented example body of GET /v19/account/userinfo.
 USERINFO: Mapping[str, Any] = MappingProxyType(
@@ -80,32 +101,72 @@ USERINFO: Mapping[str, Any] = MappingProxyType(
 
 
 class MagnewsBackend:
-    """Contacts, webhook subscriptions and the count of changes made to them (side effects)."""
+    """Contacts, webhook subscriptions, the count of changes made to them (side effects) and of the
+    merge items accepted (``ok: true``, a change or not; a ``batchmerge`` item refused is not one).
+
+    Database ``MAGNIFY_DATABASE`` (7) is keyed as the reading ``primary_key`` says, once one is chosen
+    (``attach``): ``magnify_user_id`` (empty at start) or ``email``, seeded with contacts for some of
+    the Magnify simulator's users (``email_database_seed``). Choosing another answer, or a reset,
+    starts the contacts afresh in that layout.
+    """
 
     def __init__(
         self, databases: Mapping[int, str], *, require_https: bool, seed: int, oauth: MagnewsOAuth | None = None
     ) -> None:
         self._seed = seed
         self.oauth = oauth
-        self.contacts = ContactStore(databases)
+        self._databases = dict(databases)
+        self._readings: Readings | None = None
+        self._layout = PRIMARY_KEYS[0]  # the reading's default: the databases as given
+        self._contacts = self._new_contacts()
         self.webhooks = WebhookRegistry(user_id=USERINFO["iduser"])
         self.sender = WebhookSender()
         self.require_https = require_https
         self.rng = random.Random(seed)
         self.side_effects = 0
+        self.merges_accepted = 0
+
+    def attach(self, readings: Readings) -> None:
+        """Follow ``readings["primary_key"]`` from now on."""
+        self._readings = readings
+
+    def _new_contacts(self) -> ContactStore:
+        databases = dict(self._databases)
+        if MAGNIFY_DATABASE in databases and self._layout != PRIMARY_KEYS[0]:
+            databases[MAGNIFY_DATABASE] = self._layout
+        store = ContactStore(databases)
+        if databases.get(MAGNIFY_DATABASE) == "email":
+            store.seed(MAGNIFY_DATABASE, email_database_seed(USER_IDS))
+        return store
+
+    @property
+    def contacts(self) -> ContactStore:
+        """The contacts, laid out as the ``primary_key`` reading says (checked on every use, as the
+        reading may change at run time)."""
+        wanted = self._readings["primary_key"] if self._readings is not None else self._layout
+        if wanted != self._layout:
+            self._layout = wanted
+            self._contacts = self._new_contacts()
+        return self._contacts
 
     def reset(self) -> None:
-        """Forget contacts, subscriptions and issued tokens."""
-        self.contacts.reset()
+        """Forget contacts (back to the seed), subscriptions and issued tokens."""
+        self._contacts = self._new_contacts()
         if self.oauth is not None:
             self.oauth.reset()
         self.webhooks.reset()
         self.rng = random.Random(self._seed)
         self.side_effects = 0
+        self.merges_accepted = 0
 
     def summary(self) -> dict[str, Any]:
         """Counts for ``/_sim/state``."""
-        return {"contacts": len(self.contacts), "side_effects": self.side_effects, "webhooks": len(self.webhooks)}
+        return {
+            "contacts": len(self.contacts),
+            "merges_accepted": self.merges_accepted,
+            "side_effects": self.side_effects,
+            "webhooks": len(self.webhooks),
+        }
 
     def new_event_id(self) -> str:
         """A reproducible UUID for an emitted event."""
@@ -200,8 +261,10 @@ def _shaped(reading: str, result: dict[str, Any], values: dict[str, Any]) -> dic
 
 
 def _count_change(backend: MagnewsBackend, result: dict[str, Any]) -> None:
-    if result["ok"] and result["action"] != "nothing":
-        backend.side_effects += 1
+    if result["ok"]:
+        backend.merges_accepted += 1
+        if result["action"] != "nothing":
+            backend.side_effects += 1
 
 
 async def _merge(request: web.Request) -> web.Response:
@@ -278,6 +341,23 @@ async def _get_contact(request: web.Request) -> web.Response:
     if contact is None:
         return _fail(404, "contact not found", f"contact {idcontact} not found or missing permissions")
     return web.json_response(contact.to_json())
+
+
+async def _query_contacts(request: web.Request) -> web.Response:
+    """``GET /v19/contacts/query?query=<MQL>``: a bare array of contacts, as the example answers."""
+    text = request.query.get("query")
+    if not text:
+        return _fail(400, "invalid query", "query parameter is required")
+    try:
+        query = parse_contact_query(text)
+    except ValueError as exc:
+        return _fail(400, "invalid query", str(exc))
+    store = request.app[MAGNEWS_BACKEND].contacts
+    found = [contact for contact in store.in_database(None) if query.matches(contact)]
+    if query.limit is not None:
+        del found[query.limit :]
+    shown = [contact.to_query_json(store.primary_key_field(contact.iddatabase)) for contact in found]
+    return json_response(shown)
 
 
 async def _userinfo(request: web.Request) -> web.Response:
@@ -443,7 +523,7 @@ async def _list_contacts(request: web.Request) -> web.Response:
 
 def create_magnews_app(
     *,
-    token: str = "sim-magnews-token",
+    token: str = MAGNEWS_TOKEN,
     databases: dict[int, str] | None = None,
     seed: int = 0,
     require_https: bool = False,
@@ -464,9 +544,10 @@ def create_magnews_app(
         render_error=_render_error,
         authorize=oauth.authorize,
         public_paths=frozenset({TOKEN_PATH}),
-        readings={"merge_result": MERGE_RESULTS, "test_request": TEST_REQUESTS},
+        readings={"merge_result": MERGE_RESULTS, "test_request": TEST_REQUESTS, "primary_key": PRIMARY_KEYS},
     )
     app = create_sim_app(profile, backend, seed=seed)
+    backend.attach(app[SIM_CORE].readings)
     app[MAGNEWS_BACKEND] = backend
     app[MAGNEWS_OAUTH] = oauth
     app.router.add_post(TOKEN_PATH, token_endpoint)
@@ -477,6 +558,7 @@ def create_magnews_app(
     app.router.add_post("/v19/contacts/merge", _merge)
     app.router.add_post("/v19/contacts/batchmerge", _batchmerge)
     app.router.add_get(r"/v19/contacts/contact/{idcontact:\d+}", _get_contact)
+    app.router.add_get("/v19/contacts/query", _query_contacts)
     app.router.add_post("/v19/webhooks/create", _create_webhook)
     app.router.add_post("/v19/webhooks/update", _update_webhook)
     app.router.add_get("/v19/webhooks/list", _list_webhooks)

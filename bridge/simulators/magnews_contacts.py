@@ -8,11 +8,11 @@ which the API answers with HTTP 200.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["STATUSES", "Contact", "ContactStore", "as_field_value"]
+__all__ = ["STATUSES", "Contact", "ContactStore", "as_field_value", "email_database_seed"]
 
 STATUSES = frozenset({"subscribed", "unsubscribed", "unconfirmed", "suspended"})
 DEFAULT_STATUS = "subscribed"
@@ -35,6 +35,31 @@ class Contact:
             "status": self.status,
             "fields": dict(self.fields),
         }
+
+    def to_query_json(self, primary_key_field: str) -> dict[str, Any]:
+        """As the query contacts example shows a contact: ``fields`` also hold ``idcontact``,
+        ``iddatabase`` and ``primarykey`` (the value of the database's primary-key field) as strings."""
+        shown = self.to_json()
+        shown["fields"] |= {
+            "idcontact": str(self.idcontact),
+            "iddatabase": str(self.iddatabase),
+            "primarykey": self.fields.get(primary_key_field, ""),
+        }
+        return shown
+
+
+def email_database_seed(magnify_user_ids: Sequence[str]) -> list[dict[str, str]]:
+    """The contacts of a database keyed by e-mail that Magnify metrics are merged into: every other
+    Magnify user (the second, fourth, ...) has one that carries its ``magnify_user_id``; the first
+    user has one without it (known by e-mail only: not found by the user id); and two readers have
+    nothing to do with Magnify."""
+    seeded = [
+        {"email": f"{user_id.replace('_', '.')}@example.com", "magnify_user_id": user_id, "name": f"Reader {user_id}"}
+        for user_id in magnify_user_ids[1::2]
+    ]
+    unlinked = [{"email": f"{user_id.replace('_', '.')}@example.com"} for user_id in magnify_user_ids[:1]]
+    readers = [{"email": f"reader.{number}@example.com", "name": f"Reader {number}"} for number in (1, 2)]
+    return [*unlinked, *seeded, *readers]
 
 
 def as_field_value(value: Any) -> str | None:
@@ -94,6 +119,16 @@ class ContactStore:
     def in_database(self, iddatabase: int | None) -> list[Contact]:
         """Contacts of one database (all when ``None``), in insertion order."""
         return [c for c in self._contacts.values() if iddatabase is None or c.iddatabase == iddatabase]
+
+    def primary_key_field(self, iddatabase: int) -> str:
+        """The field id that keys ``iddatabase`` ("" for a database that does not exist)."""
+        return self.databases.get(iddatabase, "")
+
+    def seed(self, iddatabase: int, contacts: Sequence[Mapping[str, str]]) -> None:
+        """Store ``contacts`` (field values, subscribed) as if they had always been there: no options seen."""
+        for values in contacts:
+            self.merge(iddatabase, values)
+        self.options_seen.clear()
 
     def _check(self, iddatabase: int, values: Mapping[str, Any]) -> tuple[str, dict[str, str], list[dict[str, str]]]:
         """``(pk, string values, errors)`` for a merge request."""

@@ -33,6 +33,7 @@ from bridge.simulators.common import (
     create_sim_app,
     read_json,
 )
+from bridge.simulators.credentials import MAGNIFY_CLIENT_ID, MAGNIFY_CLIENT_SECRET
 from bridge.simulators.magnify_data import MOTION_STATES, MagnifyData, Motion
 from bridge.simulators.magnify_oauth import OAuthServer, TokenStore
 
@@ -287,8 +288,8 @@ def _appender(per_second: float) -> Callable[[web.Application], AsyncIterator[No
 
 def create_magnify_app(
     *,
-    client_id: str = "sim-client",
-    client_secret: str = "sim-secret",
+    client_id: str = MAGNIFY_CLIENT_ID,
+    client_secret: str = MAGNIFY_CLIENT_SECRET,
     token_ttl_seconds: float = 3600,
     motions: int = 20,
     metrics_per_motion: int = 50,

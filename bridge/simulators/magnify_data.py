@@ -16,7 +16,7 @@ from typing import Any
 
 from bridge.events import MAGNIFY_EVENT_PREFIX, MAGNIFY_EVENT_TYPES
 
-__all__ = ["EMAIL_EVENT_TYPES", "MOTION_STATES", "MagnifyData", "Motion", "Person"]
+__all__ = ["EMAIL_EVENT_TYPES", "MOTION_STATES", "USER_IDS", "MagnifyData", "Motion", "Person"]
 
 MOTION_STATES = ("COMPLETED", "DRAFT", "EXECUTING", "SCHEDULED", "FAILED", "ARCHIVED", "CANCELLED")
 EVENT_PREFIX = MAGNIFY_EVENT_PREFIX
@@ -75,6 +75,9 @@ ACCOUNT_NAMES = (
 FIRST_NAMES = ("John", "Maria", "Wei", "Aisha", "Luca", "Sofia", "Kenji", "Emma", "Omar", "Priya", "Noah", "Elena")
 LAST_NAMES = ("Doe", "Rossi", "Chen", "Khan", "Bianchi", "Garcia", "Tanaka", "Smith", "Haddad", "Patel", "Novak")
 USERS_PER_ACCOUNT = 8
+# Every seed gives the same user ids, user_1001 to user_1096: the Magnews simulator's e-mail database
+# holds contacts for some of them.
+USER_IDS = tuple(f"user_{1001 + number}" for number in range(len(ACCOUNT_NAMES) * USERS_PER_ACCOUNT))
 MOTION_AUTHORS = ("user_123", "user_456", "user_789")
 
 
@@ -139,9 +142,9 @@ def _people(rng: random.Random) -> list[Person]:
     for account_index, account_name in enumerate(ACCOUNT_NAMES):
         account_id = f"acc_{rng.randrange(10**8, 10**9)}"
         for user_index in range(USERS_PER_ACCOUNT):
-            number = 1001 + account_index * USERS_PER_ACCOUNT + user_index
+            user_id = USER_IDS[account_index * USERS_PER_ACCOUNT + user_index]
             name = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
-            people.append(Person(account_id, account_name, f"user_{number}", name))
+            people.append(Person(account_id, account_name, user_id, name))
     return people
 
 

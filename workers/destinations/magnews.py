@@ -1,4 +1,4 @@
-"""Magnews REST API v19 client: contact merges (single and batch) and the account ping.
+"""Magnews REST API v19 client: contact merges (single and batch), the contacts query and the account ping.
 
 A merge's answer is read field by field, as the spec shows it in two shapes: the response table
 (``ok``, ``pk``, ``idcontact``, ``action``, ``errors``) and the examples (``idcontact``, ``result``,
@@ -9,8 +9,9 @@ A merge's answer is read field by field, as the spec shows it in two shapes: the
 - permanent failure: ``ok: false`` or a non-empty ``errors`` (Magnews answers data errors with HTTP 200),
   and any 4xx ``{error, debugMessage}``;
 - unknown outcome: a 2xx with neither ``ok`` nor an outcome, or a batch answer whose results cannot be
-  paired with its contacts. That is retried (``TransientDeliveryError``), not dead-lettered: a merge
-  is idempotent by primary key, so sending it again cannot make a second contact.
+  paired with its contacts (``MergeOutcomeUnknown``, a ``TransientDeliveryError``). The merge sender
+  reads the contact back (``merge_readback``) and retries only what it does not find; a merge is
+  idempotent by primary key, so sending it again cannot make a second contact.
 
 The bearer token comes from :mod:`workers.destinations.magnews_auth`: the static token, or the refresh-token
 flow, in which a 401 drops the token and the call is tried once more with a fresh one.
@@ -19,13 +20,14 @@ flow, in which a 401 drops the token and the call is tried once more with a fres
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import orjson
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
-from config.errors import PermanentDeliveryError, TransientDeliveryError
+from config.errors import MergeOutcomeUnknown, PermanentDeliveryError, TransientDeliveryError
 from config.settings import Settings
 from workers.destinations.http import ApiResponse, call_api
 from workers.destinations.magnews_auth import MagnewsTokens, StaticToken, magnews_tokens
@@ -37,9 +39,9 @@ _OUTCOME_FIELDS = ("result", "action", "idcontact")
 
 def merge_outcome(item: Any, status: int, text: str) -> ApiResponse | Exception:
     """One contact's merge answer as a success, a ``PermanentDeliveryError`` or, when the answer says
-    neither, a ``TransientDeliveryError`` (outcome unknown: retried, a merge being idempotent by key)."""
+    neither, ``MergeOutcomeUnknown`` (read back, and retried if not found)."""
     if not isinstance(item, dict):
-        return TransientDeliveryError("magnews: merge outcome unknown: not a JSON object", status=status, body=text)
+        return MergeOutcomeUnknown("magnews: merge outcome unknown: not a JSON object", status=status, body=text)
     errors = item.get("errors")
     if item.get("ok") is False or errors:
         return PermanentDeliveryError("magnews: merge refused (ok: false or errors)", status=status, body=text)
@@ -47,7 +49,7 @@ def merge_outcome(item: Any, status: int, text: str) -> ApiResponse | Exception:
         item.get("ok") is None and any(item.get(name) is not None for name in _OUTCOME_FIELDS)
     ):
         return ApiResponse(status=status, body=item, text=text, headers={})
-    return TransientDeliveryError(
+    return MergeOutcomeUnknown(
         "magnews: merge outcome unknown: neither ok nor result, action or idcontact", status=status, body=text
     )
 
@@ -156,13 +158,25 @@ class MagnewsClient:
         items = response.body.get("results") if isinstance(response.body, dict) else response.body
         if not isinstance(items, list) or len(items) != len(contacts):
             # A 2xx that cannot be paired with the contacts: what happened to each is unknown.
-            raise TransientDeliveryError(
+            raise MergeOutcomeUnknown(
                 f"magnews: batchmerge outcome unknown: {len(items) if isinstance(items, list) else 'no'} results "
                 f"for {len(contacts)} contacts",
                 status=response.status,
                 body=response.text,
             )
         return [merge_outcome(item, response.status, orjson.dumps(item).decode()[:2000]) for item in items]
+
+    async def query_contacts(self, query: str) -> list[dict[str, Any]]:
+        """``GET /v19/contacts/query?query=<MQL>``: the contacts the query selects, as the example
+        shows them (a JSON array of ``{idcontact, iddatabase, status, fields}``). Another answer is
+        an unknown outcome (``TransientDeliveryError``): retried, and dead-lettered if it persists."""
+        response = await self._request("GET", "/contacts/query?" + urlencode({"query": query}, quote_via=quote))
+        contacts = response.body
+        if not isinstance(contacts, list) or not all(isinstance(contact, dict) for contact in contacts):
+            raise TransientDeliveryError(
+                "magnews: contacts query answer is not a list of contacts", status=response.status, body=response.text
+            )
+        return contacts
 
     async def ping(self) -> None:
         """Authenticate with ``GET /v19/account/userinfo``; raises ``DeliveryError`` when refused."""

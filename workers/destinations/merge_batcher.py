@@ -4,9 +4,10 @@ Jobs in one worker process hand their merge to ``MergeBatcher.merge`` and wait. 
 database and options are sent together once ``max_size`` are waiting or ``max_wait`` has passed
 since the first (one ``bridge.coalesce.Coalescer`` per database and options); each caller gets its
 own contact's result back, read by ``workers.destinations.magnews.merge_outcome``: a per-item
-``ok: false`` or ``errors`` fails that action only, a per-item answer with no outcome retries that
-action only, while a failure of the whole call (timeout, 5xx, deferral, results that cannot be paired
-with the contacts) is every caller's. A lone merge is sent as a plain ``/v19/contacts/merge``.
+``ok: false`` or ``errors`` fails that action only, a per-item answer with no outcome is that
+action's alone to read back (``MergeOutcomeUnknown``, see ``magnews_merge``), while a failure of the
+whole call (timeout, 5xx, deferral, results that cannot be paired with the contacts) is every
+caller's. A lone merge is sent as a plain ``/v19/contacts/merge``.
 """
 
 from __future__ import annotations
