@@ -10,10 +10,15 @@ end
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local padding = string.rep("x", 800)  -- about 1 KB bodies, as a real contact event
+local run = ""  -- wrk ... -- <prefix>: several wrk processes at once send distinct ids
+
+init = function(args)
+  run = args[1] or ""
+end
 
 request = function()
   counter = counter + 1
-  local body = '{"id":"bench-' .. os.time() .. '-' .. tid .. '-' .. counter .. '","topic":"communications/msg/open",' ..
+  local body = '{"id":"bench-' .. run .. os.time() .. '-' .. tid .. '-' .. counter .. '","topic":"communications/msg/open",' ..
     '"timestamp":"2025-11-14T13:00:00Z","data":{"idcontact":' .. counter .. ',"iddatabase":7,' ..
     '"email":"u' .. counter .. '@example.com","note":"' .. padding .. '"}}'
   return wrk.format(nil, "/webhooks/magnews", nil, body)

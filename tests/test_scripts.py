@@ -15,7 +15,8 @@ from bridge.store import keys
 from bridge.store.scripts import script
 
 NOW = 1_700_000_000_000
-RETENTION_MS = 3_600_000
+RETENTION_MS = 3_600_000  # the dedupe window
+RECORD_RETENTION_MS = 300_000  # a delivered record's, shorter
 
 
 async def put(redis: aioredis.Redis, key: str, **values: Any) -> None:
@@ -49,12 +50,13 @@ def flat_dict(flat: list[bytes]) -> dict[str, str]:
 INGEST_KEYS = [keys.EVENTS_INDEX, keys.PENDING_INDEX, keys.STATS, keys.INTAKE]
 
 
-def ingest_args(now: int, *ids: str, most: int = 100, job_prefix: str = "job-a") -> list[Any]:
-    """ARGV for ingest.lua: Magnews ``contacts/delete`` events, counted under the label ``other``."""
+def ingest_args(now: int, *ids: str, most: int = 100, job_prefix: str = "job-a", source: str = "magnews") -> list[Any]:
+    """ARGV for ingest.lua: ``contacts/delete`` events of ``source``."""
     args: list[Any] = [now, RETENTION_MS, keys.EVENT_PREFIX, keys.BATCH_PREFIX, most, job_prefix]
+    args += [keys.SEEN_PREFIX, RECORD_RETENTION_MS]
     for event_id in ids:
         payload = orjson.dumps({"id": event_id}).decode()
-        args += [event_id, "magnews", "contacts/delete", "2025-11-14T13:00:00.000Z", payload, "other"]
+        args += [event_id, source, "contacts/delete", "2025-11-14T13:00:00.000Z", payload]
     return args
 
 
@@ -85,9 +87,7 @@ async def test_ingest_stores_indexes_and_counts_new_events_in_the_intake_job(red
     assert RETENTION_MS - 10_000 < await redis.pttl(keys.batch("job-a:1")) <= RETENTION_MS
     assert await members(redis, keys.EVENTS_INDEX) == {"e1": NOW, "e2": NOW}
     assert await members(redis, keys.PENDING_INDEX) == {"e1": NOW, "e2": NOW}
-    assert await counter(redis, "received") == 2
-    assert await counter(redis, "received|source=magnews,type=other") == 2
-    assert await counter(redis, "duplicates") == 0
+    assert await fields(redis, keys.STATS) == {"received|source=magnews": "2"}, "tallied by source only"
 
 
 async def test_ingest_fills_the_intake_job_up_to_the_most_events_then_opens_the_next(redis: aioredis.Redis) -> None:
@@ -134,21 +134,62 @@ async def test_ingest_answers_a_duplicate_with_its_job_while_no_run_started(redi
         "jobless": NOW,
         "new": later,
     }
-    assert await counter(redis, "received") == 5
-    assert await counter(redis, "duplicates") == 5
-    assert await counter(redis, "duplicates|source=magnews,type=other") == 5
+    assert await counter(redis, "received|source=magnews") == 5
+    assert await counter(redis, "duplicates|source=magnews") == 5
 
 
-async def test_ingest_trims_the_listing_index_to_the_retention(redis: aioredis.Redis) -> None:
+async def test_ingest_tallies_new_events_and_duplicates_by_source(redis: aioredis.Redis) -> None:
+    ingest = script(redis, "bridge.store", "ingest.lua")
+    await ingest(keys=INGEST_KEYS, args=ingest_args(NOW, "n1", "n2"))
+    await ingest(keys=INGEST_KEYS, args=ingest_args(NOW, "f1", "n1", source="magnify"))
+    await ingest(keys=INGEST_KEYS, args=ingest_args(NOW, "f1", "f1", "f2", source="magnify"))
+    assert await fields(redis, keys.STATS) == {
+        "received|source=magnews": "2",
+        "received|source=magnify": "2",
+        "duplicates|source=magnify": "3",  # n1 exists (whatever source it came from), f1 twice
+    }
+
+
+async def test_ingest_trims_the_listing_index_to_the_record_retention(redis: aioredis.Redis) -> None:
     ingest = script(redis, "bridge.store", "ingest.lua")
     await ingest(keys=INGEST_KEYS, args=ingest_args(NOW, "e1"))
-    await redis.zadd(keys.EVENTS_INDEX, {"expired": NOW - RETENTION_MS, "kept": NOW - RETENTION_MS + 1})
+    kept = NOW - RECORD_RETENTION_MS + 1
+    await redis.zadd(keys.EVENTS_INDEX, {"expired": NOW - RECORD_RETENTION_MS, "kept": kept})
     await redis.zadd(keys.PENDING_INDEX, {"old-pending": 1})
     assert await ingest(keys=INGEST_KEYS, args=ingest_args(NOW, "e1")) == [[b"job-a:1"], []]
-    assert await members(redis, keys.EVENTS_INDEX) == {"kept": NOW - RETENTION_MS + 1, "e1": NOW}, (
+    assert await members(redis, keys.EVENTS_INDEX) == {"kept": kept, "e1": NOW}, (
         "a call with only duplicates trims too; the boundary itself is past retention"
     )
     assert await redis.zscore(keys.PENDING_INDEX, "old-pending") == 1, "the pending index is not trimmed"
+
+
+async def test_ingest_writes_a_dedupe_marker_for_the_window_and_the_record_until_final(
+    redis: aioredis.Redis,
+) -> None:
+    ingest = script(redis, "bridge.store", "ingest.lua")
+    await ingest(keys=INGEST_KEYS, args=ingest_args(NOW, "e1"))
+    assert await redis.get(keys.seen("e1")) == str(NOW).encode(), "the marker holds the receipt time"
+    for key in (keys.seen("e1"), keys.event("e1")):
+        assert RETENTION_MS - 10_000 < await redis.pttl(key) <= RETENTION_MS, key
+
+
+async def test_ingest_answers_a_duplicate_by_its_marker_after_the_record_expired(redis: aioredis.Redis) -> None:
+    ingest = script(redis, "bridge.store", "ingest.lua")
+    await ingest(keys=INGEST_KEYS, args=ingest_args(NOW, "e1"))
+    await redis.delete(keys.event("e1"))  # the record's retention ended; the marker's window did not
+    assert await ingest(keys=INGEST_KEYS, args=ingest_args(NOW + 1, "e1", job_prefix="job-b")) == [[0], []]
+    assert await redis.exists(keys.event("e1")) == 0, "a duplicate stores nothing"
+    assert await counter(redis, "duplicates|source=magnews") == 1
+    await redis.delete(keys.seen("e1"))  # past the window too: the id is new again
+    assert await ingest(keys=INGEST_KEYS, args=ingest_args(NOW + 2, "e1")) == [[1], [b"job-a:1"]], "the open intake"
+
+
+async def test_ingest_answers_a_duplicate_by_a_record_without_a_marker(redis: aioredis.Redis) -> None:
+    # A record stored before the markers existed (an upgrade), or a dead letter kept past its marker.
+    ingest = script(redis, "bridge.store", "ingest.lua")
+    await put(redis, keys.event("old"), status="delivered", source="magnews")
+    assert await ingest(keys=INGEST_KEYS, args=ingest_args(NOW, "old")) == [[0], []]
+    assert await fields(redis, keys.event("old")) == {"status": "delivered", "source": "magnews"}, "untouched"
 
 
 # ---------------------------------------------------------------------------------------- assign.lua
@@ -223,18 +264,21 @@ async def test_begin_leaves_another_jobs_intake_open(redis: aioredis.Redis) -> N
 
 # ---------------------------------------------------------------------------------------- settle.lua
 
-SETTLE_KEYS = [keys.PENDING_INDEX, keys.DEAD_INDEX, keys.STATS]
+SETTLE_KEYS = [keys.PENDING_INDEX, keys.DEAD_INDEX]
 LEDGER_TTL = 600
 Run = tuple[str, str, str, str, int, str, dict[str, str]]
 
 
-def settle_args(runs: list[Run], ledger: Sequence[tuple[str, str]] = (), *, finished: str = "job-a") -> list[Any]:
+def settle_args(
+    runs: list[Run], ledger: Sequence[tuple[str, str]] = (), *, finished: str = "job-a", record_ledger: int = 0
+) -> list[Any]:
     """ARGV for settle.lua; a run is (id, status, error, outcome, due ms, next job, action records);
-    ``finished``: the job whose batch goes ('' to keep it)."""
+    ``finished``: the job whose batch goes ('' to keep it); the first ``record_ledger`` ledger entries
+    keep the record retention, the others the ledger TTL."""
     args: list[Any] = [NOW, RETENTION_MS, LEDGER_TTL, keys.EVENT_PREFIX, keys.ACTIONS_PREFIX, keys.BATCH_PREFIX]
-    args += [keys.batch(finished) if finished else "", len(ledger)]
-    for key, entry in ledger:
-        args += [key, entry]
+    args += [keys.batch(finished) if finished else "", len(ledger), RECORD_RETENTION_MS]
+    for number, (key, entry) in enumerate(ledger):
+        args += [key, entry, "record" if number < record_ledger else "window"]
     for event_id, status, error, outcome, due, job, actions in runs:
         args += [event_id, status, error, outcome, due, job, len(actions)]
         for action_key, record in actions.items():
@@ -253,14 +297,16 @@ async def running(redis: aioredis.Redis, event_id: str, *, ttl_ms: int | None = 
     await redis.rpush(keys.batch("job-a"), event_id)  # type: ignore[misc]
 
 
-async def test_settle_done_delivered_expires_with_the_retention_and_writes_the_ledger(redis: aioredis.Redis) -> None:
+async def test_settle_done_delivered_expires_with_the_record_retention_and_writes_the_ledger(
+    redis: aioredis.Redis,
+) -> None:
     settle = script(redis, "workers", "settle.lua")
     await running(redis, "ok", ttl_ms=None)
     await redis.zadd(keys.DEAD_INDEX, {"ok": 5})  # a dead letter replayed, now delivered
     ledger = [(keys.ledger("req-1"), '{"status":201}'), (keys.ledger("req-2"), '{"status":200}')]
     run: Run = ("ok", "delivered", "", "done", 0, "", {"magicbell:0": '{"status":"delivered"}'})
 
-    assert await settle(keys=SETTLE_KEYS, args=settle_args([run], ledger)) == 1
+    assert await settle(keys=SETTLE_KEYS, args=settle_args([run], ledger, record_ledger=1)) == 1
 
     assert await fields(redis, keys.event("ok")) == {
         "status": "delivered",
@@ -270,13 +316,13 @@ async def test_settle_done_delivered_expires_with_the_retention_and_writes_the_l
     }, "a final event has no job"
     assert await fields(redis, keys.actions("ok")) == {"magicbell:0": '{"status":"delivered"}'}
     for key in (keys.event("ok"), keys.actions("ok")):
-        assert RETENTION_MS - 10_000 < await redis.pttl(key) <= RETENTION_MS, key
+        assert RECORD_RETENTION_MS - 10_000 < await redis.pttl(key) <= RECORD_RETENTION_MS, key
     assert await redis.zscore(keys.PENDING_INDEX, "ok") is None
     assert await redis.zscore(keys.DEAD_INDEX, "ok") is None
-    assert await counter(redis, "events_finished|status=delivered") == 1
     for key, entry in ledger:
         assert await redis.get(key) == entry.encode()
-        assert LEDGER_TTL - 10 < await redis.ttl(key) <= LEDGER_TTL
+    assert RECORD_RETENTION_MS - 10_000 < await redis.pttl(ledger[0][0]) <= RECORD_RETENTION_MS, "delivered now"
+    assert LEDGER_TTL - 10 < await redis.ttl(ledger[1][0]) <= LEDGER_TTL, "the window: a retry may read it late"
     assert await redis.exists(keys.batch("job-a")) == 0, "the finished job's batch goes"
 
 
@@ -293,7 +339,6 @@ async def test_settle_done_failed_is_a_dead_letter_kept_until_replayed(redis: ai
     assert await redis.pttl(keys.actions("bad")) == -1
     assert await members(redis, keys.DEAD_INDEX) == {"bad": NOW}
     assert await redis.zscore(keys.PENDING_INDEX, "bad") is None
-    assert await counter(redis, "events_finished|status=failed") == 1
 
 
 async def test_settle_retry_appends_the_event_to_the_next_jobs_batch_due_at_its_time(redis: aioredis.Redis) -> None:
@@ -561,3 +606,74 @@ async def test_newest_keeps_the_largest_value(redis: aioredis.Redis) -> None:
     assert await redis.get(keys.MAGNIFY_NEWEST_MS) == b"1000"
     assert await newest(keys=[keys.MAGNIFY_NEWEST_MS], args=[1_640_995_200_000]) == 1_640_995_200_000
     assert await redis.get(keys.MAGNIFY_NEWEST_MS) == b"1640995200000"
+
+
+# ---------------------------------------------------------------------- order_admit / order_complete
+
+CONTACT = keys.magnews_order(7, "magnify_user_id", "user_1")
+HOUR_MS = 3_600_000
+
+
+async def order_admit(
+    redis: aioredis.Redis, *merges: tuple[str, str, int, Sequence[str]], lease_ms: int = 30_000
+) -> list[list[Any]]:
+    """``(token, origin, occurred_ms, fields)`` per merge, all of ``CONTACT``; the answers decoded."""
+    admit_script = script(redis, "workers.destinations", "order_admit.lua")
+    args: list[Any] = [HOUR_MS, lease_ms]
+    for token, origin, occurred, written in merges:
+        args += [token, origin, occurred, len(written), *written]
+    rows = await admit_script(keys=[CONTACT] * len(merges), args=args)
+    return [[item.decode() if isinstance(item, bytes) else item for item in row] for row in rows]
+
+
+async def order_complete(redis: aioredis.Redis, *tokens: str) -> list[int]:
+    complete_script = script(redis, "workers.destinations", "order_complete.lua")
+    return list(await complete_script(keys=[CONTACT] * len(tokens), args=list(tokens)))
+
+
+async def test_order_admit_lets_the_newest_go_and_supersedes_what_is_older_or_as_old(redis: aioredis.Redis) -> None:
+    both = ("last_event", "last_event_at")
+    answers = await order_admit(redis, ("t3", "e3", 3000, both), ("t1", "e1", 1000, both), ("t3b", "e3b", 3000, both))
+    assert answers == [["go", "last_event", "last_event_at"], ["superseded", "e3"], ["superseded", "e3"]]
+    before = await redis_ms(redis)
+    stored = await fields(redis, CONTACT)
+    assert stored.pop("holder_until") and stored == {
+        "holder": "t3",
+        "f:last_event": "3000:e3",
+        "f:last_event_at": "3000:e3",
+    }
+    assert HOUR_MS - 1000 < await redis.pttl(CONTACT) <= HOUR_MS, "bounded: the TTL given"
+    assert int((await fields(redis, CONTACT))["holder_until"]) >= before + 30_000 - 1000
+
+
+async def test_order_admit_makes_a_newer_merge_wait_for_the_one_in_flight_then_go(redis: aioredis.Redis) -> None:
+    assert (await order_admit(redis, ("t1", "e1", 1000, ["a"])))[0][0] == "go"
+    [[verdict, wait]] = await order_admit(redis, ("t2", "e2", 2000, ["a"]))
+    assert verdict == "wait" and 29_000 < wait <= 30_000
+    assert (await fields(redis, CONTACT))["f:a"] == "1000:e1", "a waiting merge raises nothing"
+    assert await order_complete(redis, "t2", "t1") == [0, 1], "only the holder releases"
+    assert await order_admit(redis, ("t2", "e2", 2000, ["a"])) == [["go", "a"]]
+    assert await redis.hget(CONTACT, "f:a") == b"2000:e2"
+
+
+async def test_order_admit_passes_a_merge_its_own_marks_and_only_its_fresh_fields(redis: aioredis.Redis) -> None:
+    # The newer open wrote the engagement fields; the older opt-out still owns "status" alone.
+    assert (await order_admit(redis, ("t1", "open", 2000, ["event", "event_at"])))[0][0] == "go"
+    await order_complete(redis, "t1")
+    assert await order_admit(redis, ("t2", "optout", 1000, ["event", "event_at", "status"])) == [["go", "status"]]
+    await order_complete(redis, "t2")
+    # A retry of the open (same origin, after an unknown outcome) passes its own marks.
+    assert await order_admit(redis, ("t3", "open", 2000, ["event", "event_at"])) == [["go", "event", "event_at"]]
+    await order_complete(redis, "t3")
+    # Once a newer merge went, the retry of an older one is superseded.
+    assert (await order_admit(redis, ("t4", "click", 3000, ["event"])))[0][0] == "go"
+    await order_complete(redis, "t4")
+    assert await order_admit(redis, ("t5", "open", 2000, ["event"])) == [["superseded", "click"]]
+
+
+async def test_order_admit_takes_over_a_lapsed_lease(redis: aioredis.Redis) -> None:
+    assert (await order_admit(redis, ("dead-worker", "e1", 1000, ["a"]), lease_ms=1))[0][0] == "go"
+    await asyncio.sleep(0.01)
+    assert await order_admit(redis, ("t2", "e2", 2000, ["a"])) == [["go", "a"]]
+    assert await order_complete(redis, "dead-worker") == [0], "its lease lapsed: it holds nothing to release"
+    assert await redis.hget(CONTACT, "holder") == b"t2"

@@ -8,6 +8,7 @@ script call for the whole job.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from redis.asyncio.client import Pipeline
 from bridge.store import keys
 from bridge.store.records import StoredEvent, now_ms, stored_event, text
 from bridge.store.scripts import script
+from bridge.store.throughput import queue_finished
 
 __all__ = ["SKIPPED", "DeliveryRuns", "RunOutcome"]
 
@@ -42,8 +44,11 @@ class RunOutcome:
 
 
 class DeliveryRuns:
-    def __init__(self, redis: aioredis.Redis, *, retention_seconds: int):
+    def __init__(self, redis: aioredis.Redis, *, retention_seconds: int, record_retention_seconds: int | None = None):
+        """``retention_seconds``: the dedupe window, which an unfinished event keeps;
+        ``record_retention_seconds``: a delivered or ignored event's (none: the window)."""
         self._retention_ms = retention_seconds * 1000
+        self._record_retention_ms = (record_retention_seconds or retention_seconds) * 1000
         self._begin = script(redis, __package__, "begin.lua")
         self._settle = script(redis, __package__, "settle.lua")
 
@@ -72,20 +77,32 @@ class DeliveryRuns:
         ledger_ttl: int,
     ) -> None:
         """Add to ``pipe`` one script call that records every run's outcome, appends each retry to
-        its follow-up job's batch and writes the ledger entries ``(key, entry)``; the job's own batch
-        goes unless a run was interrupted (the job then runs again)."""
+        its follow-up job's batch and writes the ledger entries ``(key, entry)`` (for ``ledger_ttl``, or
+        for the record retention where their event was delivered now: only a replay of it reads them
+        then); the job's own batch goes unless a run was interrupted (the job then runs again). The
+        events that became final are counted in this minute's bridge-wide figure
+        (``bridge.store.throughput``) in the same pipeline."""
         finished = not any(run.outcome == "again" for run in outcomes)
+        now = now_ms()
         args: list[str | int] = [
-            now_ms(), self._retention_ms, ledger_ttl, keys.EVENT_PREFIX, keys.ACTIONS_PREFIX, keys.BATCH_PREFIX,
-            keys.batch(job_id) if finished else "", len(ledger),
+            now, self._retention_ms, ledger_ttl, keys.EVENT_PREFIX, keys.ACTIONS_PREFIX, keys.BATCH_PREFIX,
+            keys.batch(job_id) if finished else "", len(ledger), self._record_retention_ms,
         ]  # fmt: skip
+        finished_requests = {
+            keys.ledger(request)
+            for run in outcomes
+            if run.outcome == "done" and run.status != "failed"
+            for record in run.actions.values()
+            for request in record.get("requests", ())
+        }
         for key, entry in ledger:
-            args += [key, entry]
+            args += [key, entry, "record" if key in finished_requests else "window"]
         for run in outcomes:
             args += [run.event_id, run.status, run.error, run.outcome, run.due_ms, run.next_job, len(run.actions)]
             for action_key, record in run.actions.items():
                 args += [action_key, orjson.dumps(record).decode()]
         await self._settle(keys=_SETTLE_KEYS, args=args, client=pipe)  # queued in the pipeline, sent with it
+        queue_finished(pipe, Counter(run.status for run in outcomes if run.outcome == "done"), now)
 
 
-_SETTLE_KEYS = [keys.PENDING_INDEX, keys.DEAD_INDEX, keys.STATS]
+_SETTLE_KEYS = [keys.PENDING_INDEX, keys.DEAD_INDEX]

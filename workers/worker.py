@@ -7,6 +7,9 @@ the latest and holds its in-progress lock ten seconds longer than that, so a job
 when the lock lapses. A worker killed with SIGKILL leaves the lock to lapse; arq then runs the job
 again elsewhere, and the ledger prevents repeats. SIGTERM stops taking jobs and gives running ones
 ``job_timeout_seconds`` to finish; arq runs the rest again (``workers.supervisor``).
+
+The process's series (``ctx["metrics"]``, a ``ProcessMetrics``) are given by whoever creates the
+worker, so they outlive an arq ``Worker`` that the supervisor replaces after a Redis outage.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
+from bridge.process_metrics import ProcessMetrics
 from bridge.store import keys
+from bridge.store.connections import open_redis
 from bridge.store.queue import DELIVER_FUNCTION, deserialize_job, serialize_job
-from bridge.store.stats import Stats
+from config.errors import ConfigError
 from config.rules import load_rules
+from config.sentinel_url import is_sentinel_url, parse_sentinel_url
 from config.settings import Settings, load_settings
 from workers.batch import WorkerDeps
 from workers.destinations.senders import Senders, build_senders
@@ -40,7 +46,26 @@ SETTLE_SECONDS = 10
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
-    return RedisSettings.from_dsn(settings.redis_url)
+    """arq's settings for ``REDIS_URL``, for arq's own command line; a ``redis+sentinel://`` URL
+    becomes arq's own Sentinel support (``sentinel=True``), which passes no password to the
+    Sentinels themselves: ``magbridge worker`` opens its pool with ``open_redis`` instead."""
+    url = settings.redis_url
+    if not is_sentinel_url(url):
+        return RedisSettings.from_dsn(url)
+    target = parse_sentinel_url(url, "MAGBRIDGE_REDIS_URL")
+    if target.sentinel_password is not None:
+        raise ConfigError(
+            "MAGBRIDGE_REDIS_URL: arq's own command line cannot authenticate to Sentinels (sentinel_password); "
+            "run magbridge worker instead"
+        )
+    return RedisSettings(
+        host=list(target.sentinels),
+        sentinel=True,
+        sentinel_master=target.master,
+        database=target.database,
+        username=target.username,
+        password=target.password,
+    )
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -48,6 +73,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     entry point reads the environment)."""
     settings: Settings = ctx.get("settings") or load_settings()
     ctx["settings"] = settings
+    metrics: ProcessMetrics = ctx.get("metrics") or ProcessMetrics()
+    ctx["metrics"] = metrics
     rules = load_rules(settings.rules_file)
     # A keep-alive pool per destination as large as its concurrency cap (a request never waits
     # for a connection its gate admitted), plus the Magnify poll's; request bodies through orjson.
@@ -58,25 +85,30 @@ async def startup(ctx: dict[str, Any]) -> None:
         json_serialize=lambda value: orjson.dumps(value).decode(),
         cookie_jar=aiohttp.DummyCookieJar(),  # the APIs set no cookies; skip the jar's work per request
     )
-    senders = build_senders(ctx["redis"], session, settings)
+    senders = build_senders(ctx["redis"], session, settings, metrics=metrics.worker)
     ctx["session"] = session
     ctx["senders"] = senders
     ctx["deps"] = WorkerDeps(
         settings=settings,
-        runs=DeliveryRuns(ctx["redis"], retention_seconds=settings.retention_seconds),
+        runs=DeliveryRuns(
+            ctx["redis"],
+            retention_seconds=settings.retention_seconds,
+            record_retention_seconds=settings.record_retention_seconds,
+        ),
         ledger=Ledger(ctx["redis"], ttl_seconds=settings.retention_seconds),
-        stats=Stats(ctx["redis"]),
+        metrics=metrics.worker,
         rules=rules,
         senders=senders.by_destination,
         template_context={
             "ops_recipients": ",".join(settings.magicbell_recipients),
             "magnews_database_id": settings.magnews_database_id,
+            "magnews_primary_key": settings.magnews_primary_key,
         },
     )
     if settings.magnify_enabled:
         # Opens no connection yet: a first token is asked for on the first poll, so wrong
         # credentials show up in logs and readiness instead of stopping the worker.
-        ctx[POLLER_CTX_KEY] = MagnifyPoller.from_settings(ctx["redis"], session, settings)
+        ctx[POLLER_CTX_KEY] = MagnifyPoller.from_settings(ctx["redis"], session, settings, metrics=metrics)
     # Rules reload (SIGHUP, file change) and Magnews token renewal.
     ctx["upkeep"] = await start_upkeep(settings, ctx["deps"], senders.magnews_tokens)
 
@@ -101,7 +133,6 @@ def worker_arguments(settings: Settings) -> dict[str, Any]:
         "cron_jobs": [cron(sweep_pending, name="sweep_pending", second={0}), *magnify_cron_jobs(settings)],
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "redis_settings": redis_settings(settings),
         "ctx": {"settings": settings},
         "queue_name": keys.QUEUE_NAME,
         "health_check_key": keys.WORKER_HEARTBEAT,
@@ -121,10 +152,18 @@ def __getattr__(name: str) -> Any:
     """``WorkerSettings``, for arq's own command line (``arq workers.worker.WorkerSettings``): the
     arguments ``magbridge worker`` uses, from the environment, read when arq asks for them."""
     if name == "WorkerSettings":
-        return worker_arguments(load_settings())
+        settings = load_settings()
+        return {**worker_arguments(settings), "redis_settings": redis_settings(settings)}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def create_worker(settings: Settings, **overrides: Any) -> Worker:
-    """An arq ``Worker`` for ``settings``; ``overrides`` are Worker arguments (tests: ``burst=True``)."""
-    return Worker(**{**worker_arguments(settings), **overrides})
+def create_worker(settings: Settings, *, metrics: ProcessMetrics | None = None, **overrides: Any) -> Worker:
+    """An arq ``Worker`` for ``settings`` counting into ``metrics`` (a registry of its own when not
+    given; ``worker.ctx["metrics"]``); ``overrides`` are Worker arguments (tests: ``burst=True``).
+
+    Its pool is the one every process opens (``open_redis``: the same timeouts, and Sentinel with a
+    Sentinel password); arq closes it with the worker."""
+    arguments = worker_arguments(settings)
+    arguments["ctx"] = {**arguments["ctx"], "metrics": metrics or ProcessMetrics()}
+    arguments["redis_pool"] = open_redis(settings.redis_url)
+    return Worker(**{**arguments, **overrides})

@@ -218,8 +218,8 @@ async def _replay_one(
 ) -> ReplayOutcome:
     """Hand one event to ``job_id`` atomically (optimistic ``WATCH``), unless a job holds it already.
 
-    Without ``force``, dead actions go back to ``pending`` with a fresh retry budget and delivered
-    ones stay delivered (the job skips them). With ``force``, the generation goes up, so every
+    Without ``force``, dead and unmatched actions go back to ``pending`` with a fresh retry budget,
+    and delivered (and superseded) ones stay so (the job skips them). With ``force``, the generation goes up, so every
     action gets a new key and is sent once more. The event leaves the dead letters (the job puts
     it back if it fails again) and ``entry``, completed, is appended to its ``replays``.
     """
@@ -257,7 +257,8 @@ async def _plan(
     if not force:
         for key, raw in (await pipe.hgetall(keys.actions(event_id))).items():
             record = json.loads(raw)
-            if record.get("status") == "dead":
+            # An unmatched merge is tried again too: its contact may exist now.
+            if record.get("status") in ("dead", "unmatched"):
                 record["status"] = "pending"
                 if "failures" in record:
                     record["failures"] = 0
@@ -290,6 +291,10 @@ def _write(
             "tries": 0,
         },
     )
+    # A replayed event is pending again: its record must not lapse mid-run (a delivered one's retention
+    # may be nearly over); settling it sets the expiry of whatever it comes to.
+    pipe.persist(keys.event(event_id))
+    pipe.persist(keys.actions(event_id))
     pipe.zrem(keys.DEAD_INDEX, event_id)
     pipe.zadd(keys.PENDING_INDEX, {event_id: stamp})
     pipe.rpush(keys.batch(job_id), event_id)
