@@ -1,4 +1,10 @@
-"""structlog set-up: JSON (or console) lines, context variables first, secrets never rendered."""
+"""structlog set-up: JSON (or console) lines, context variables first, secrets never rendered.
+
+Every line, structlog's and the standard library's (aiohttp, arq), carries ``timestamp``, ``level``,
+``logger`` (the name given to ``get_logger``, or the stdlib logger's) and ``event``, and an
+exception as text under ``exception`` (a traceback object rendered as JSON would be only its
+``repr``). Tracebacks are redacted like every other value.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,12 @@ import functools
 import logging
 import re
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 import structlog
 
-__all__ = ["configure_logging", "redact"]
+__all__ = ["configure_logging", "redact", "redact_document"]
 
 # Query-string tokens (the webhook secret travels as ?token=), bearer values, and token headers
 # written out as "X-Webhook-Token: value" or {"X-Webhook-Token": "value"}.
@@ -51,6 +57,13 @@ def _redact_value(key: str, value: Any) -> Any:
     return value
 
 
+def redact_document(value: Any) -> Any:
+    """A decoded JSON document as the log lines would show it: values under secret-looking keys
+    (``token``, ``*_secret``, ``password``, ...) as ``***``, token values in strings hidden. The
+    operator console shows payloads and responses through this."""
+    return _redact_value("", value)
+
+
 def _redact_values(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     for key, value in event_dict.items():
         if key != "event":  # the event name is a fixed message, never a secret's holder by key
@@ -58,6 +71,21 @@ def _redact_values(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any
         elif isinstance(value, str):
             event_dict[key] = redact(value)
     return event_dict
+
+
+class _NamedPrintLogger(structlog.PrintLogger):
+    """A ``PrintLogger`` that knows the name it was asked for, for ``add_logger_name``."""
+
+    def __init__(self, file: TextIO, name: str):
+        super().__init__(file)
+        self.name = name
+
+
+def _logger_factory(file: TextIO) -> Any:
+    def factory(*args: Any) -> _NamedPrintLogger:
+        return _NamedPrintLogger(file, str(args[0]) if args else "magbridge")
+
+    return factory
 
 
 def _dumps(value: Any, **_: Any) -> str:
@@ -75,20 +103,23 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
+        structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,  # before redaction: a traceback may quote a URL's token
         _redact_values,
     ]
+    out = sys.stdout  # looked up now, so that a test's capture of stdout takes the lines
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=_logger_factory(out),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            foreign_pre_chain=shared,
         )
     )
     root = logging.getLogger()

@@ -4,13 +4,18 @@
     ├── ConfigError              settings or rules are invalid; the process stops at start
     ├── RequestRejected          an inbound HTTP request is refused (becomes a problem+json 4xx)
     ├── StoreUnavailable         Redis does not answer (becomes a 503)
+    │   └── ReplicasUnconfirmed  stored on the primary, but too few replicas confirmed it in time (503)
     ├── DeliveryError            a remote API call did not succeed
     │   ├── TransientDeliveryError   worth retrying: connection error, timeout, 408, 429, 5xx
-    │   │   └── MagnewsAuthError     no Magnews access token: the token endpoint refused or did not answer
+    │   │   ├── MagnewsAuthError     no Magnews access token: the token endpoint refused or did not answer
+    │   │   └── MergeOutcomeUnknown  a Magnews merge answered 2xx without an outcome: read the contact back
     │   └── PermanentDeliveryError   not worth retrying: other 4xx, Magnews ``ok: false``, bad rendering
     │       └── CredentialsRefused   401 or 403: the destination refused our credentials (its gate pauses it)
     ├── DeliveryDeferred         not sent at all: rate limit, concurrency cap or open circuit; not a failure
     │   └── DestinationPaused    sent and refused with 401/403: the destination is paused, the action waits
+    ├── ActionSkipped            not sent, and need not be: a final outcome that is neither delivered nor dead
+    │   ├── ContactUnmatched     no Magnews contact matches (the rule says ``unmatched = "record"``)
+    │   └── MergeSuperseded      a newer merge for the same contact and fields was admitted
     └── MagnifyError             reading Magnify failed; the poll logs it and tries again next cycle
         ├── MagnifyAuthError         the token endpoint refused the client credentials or did not answer
         ├── MagnifyApiError          the Partner API answered an error: its documented body, typed
@@ -24,7 +29,9 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ActionSkipped",
     "ConfigError",
+    "ContactUnmatched",
     "CredentialsRefused",
     "DeliveryDeferred",
     "DeliveryError",
@@ -35,7 +42,10 @@ __all__ = [
     "MagnifyApiError",
     "MagnifyAuthError",
     "MagnifyError",
+    "MergeOutcomeUnknown",
+    "MergeSuperseded",
     "PermanentDeliveryError",
+    "ReplicasUnconfirmed",
     "RequestRejected",
     "StoreUnavailable",
     "TransientDeliveryError",
@@ -51,7 +61,10 @@ class ConfigError(MagbridgeError):
 
 
 class RequestRejected(MagbridgeError):
-    """An inbound request refused with ``status``; rendered as an RFC 9457 problem document."""
+    """An inbound request refused with ``status``; rendered as an RFC 9457 problem document.
+
+    ``title`` is the refusal's short name ("Invalid JSON"), for the logs and the ``rejected`` metric's
+    reason; the document's own ``title`` is the status's phrase (``bridge.web.problems``)."""
 
     def __init__(self, status: int, title: str, detail: str, *, errors: list[dict[str, Any]] | None = None):
         super().__init__(detail)
@@ -63,6 +76,17 @@ class RequestRejected(MagbridgeError):
 
 class StoreUnavailable(MagbridgeError):
     """Redis did not answer; nothing was stored."""
+
+
+class ReplicasUnconfirmed(StoreUnavailable):
+    """The primary stored the events, but fewer replicas than required confirmed them in time: not yet
+    safe from the loss of the primary, so not acknowledged. A resend is recognised as a duplicate."""
+
+    def __init__(self, message: str, *, required: int, confirmed: int, timeout_ms: int):
+        super().__init__(message)
+        self.required = required
+        self.confirmed = confirmed
+        self.timeout_ms = timeout_ms
 
 
 class DeliveryError(MagbridgeError):
@@ -93,6 +117,12 @@ class TransientDeliveryError(DeliveryError):
 class MagnewsAuthError(TransientDeliveryError):
     """The Magnews token endpoint gave no access token. Transient on purpose: deliveries wait and retry
     (within ``RETRY_MAX_AGE_SECONDS``) while an operator fixes the credentials. Never holds a secret."""
+
+
+class MergeOutcomeUnknown(TransientDeliveryError):
+    """A Magnews merge answered 2xx with neither ``ok`` nor an outcome (or a ``batchmerge`` answer that
+    cannot be paired with its contacts): the merge may or may not have been carried out. The sender
+    reads the contact back (``workers.destinations.merge_readback``); unconfirmed, it is retried."""
 
 
 class PermanentDeliveryError(DeliveryError):
@@ -127,6 +157,29 @@ class DestinationPaused(DeliveryDeferred):
         super().__init__(reason, retry_after=retry_after)
         self.status = status
         self.body = body
+
+
+class ActionSkipped(MagbridgeError):
+    """An action that is final without a request: ``status`` (its action status) and ``note`` say why."""
+
+    status = "skipped"
+
+    def __init__(self, note: str):
+        super().__init__(note)
+        self.note = note
+
+
+class ContactUnmatched(ActionSkipped):
+    """No Magnews contact holds the merge's match value; the rule records it instead of creating one."""
+
+    status = "unmatched"
+
+
+class MergeSuperseded(ActionSkipped):
+    """A merge at least as new, for the same contact and every field this one writes, was admitted
+    before it: sending this one would put older values over newer ones."""
+
+    status = "superseded"
 
 
 class MagnifyError(MagbridgeError):

@@ -10,27 +10,55 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from config.errors import ConfigError
+from config.values import check_credential, check_host, check_redis_url, mask_url_credentials
 
 __all__ = ["DEFAULT_RULES_FILE", "Settings", "load_settings", "parse_start_ms"]
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("default_rules.toml")
 _ENV_PREFIX = "MAGBRIDGE_"
+# Tokens sent as they are (bearer tokens, the webhook secret in a URL), and other credentials.
+_BEARER_FIELDS = (
+    "admin_token",
+    "webhook_secret",
+    "webhook_secret_previous",
+    "magnews_token",
+    "magnews_refresh_token",
+    "magicbell_token",
+)
+_CREDENTIAL_FIELDS = ("magnews_client_id", "magnews_client_secret", "magnify_client_id", "magnify_client_secret")
 
 
 class Settings(BaseSettings):
     """Runtime configuration, read from the environment (prefix ``MAGBRIDGE_``) and ``.env``."""
 
-    model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, env_file=".env", extra="ignore")
+    # allow_inf_nan: "inf" would pass every lower bound and "nan" compares false with every bound.
+    model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, env_file=".env", extra="ignore", allow_inf_nan=False)
 
     redis_url: str = "redis://localhost:6379/0"
+    # The replica wait (bridge/store/replicas.py): a webhook is answered 200 only once this many
+    # replicas confirmed its events (0 = off), and 503 when they do not within the timeout. The
+    # timeout stays below the Redis connections' 5 s socket timeout, so WAIT's answer arrives first.
+    redis_min_replicas_ack: int = Field(0, ge=0, le=100)
+    redis_replica_ack_timeout_ms: int = Field(1000, ge=1, le=4000)
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
     admin_token: SecretStr | None = None
     webhook_secret: SecretStr | None = None
+    # Without a secret, ``web`` and ``run`` refuse to start unless this says the open receiver is meant.
+    allow_unauthenticated_webhooks: bool = False
     # Security, see bridge/web/webhook_guard.py. Rotation: the secret being retired stays valid
     # while this is set. Networks: comma-separated CIDRs allowed to post webhooks (empty: any), and
     # the proxies whose X-Forwarded-For is believed (empty: none, the peer address is the client).
@@ -41,6 +69,10 @@ class Settings(BaseSettings):
     magnews_base_url: AnyHttpUrl = AnyHttpUrl("https://ws-mn1.mag-news.it/ws/rest/api")
     magnews_token: SecretStr | None = None
     magnews_database_id: int | None = Field(None, ge=1)
+    # The database's primary-key field (docs/rules.md#finding-the-contact): what a merge names the
+    # contact by; "email" for most Magnews databases. The default is the contract's database, keyed
+    # by the Magnify user id. Rules see it as ``magnews_primary_key``.
+    magnews_primary_key: str = Field("magnify_user_id", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
     # Deployment, see workers/destinations/magnews_auth.py: the Magnews refresh-token flow (all four set,
     # or none; the rotated refresh token is kept in Redis), the bridge's public base URL for webhook
     # registration, the rules file's reload check (0 = SIGHUP only) and the worker's own probes.
@@ -73,14 +105,24 @@ class Settings(BaseSettings):
     magicbell_max_rps: float = Field(1, ge=0)
     magnews_max_rps: float = Field(10, ge=0)
 
+    # The operator console (bridge/web/console): how long a login lasts, and whether its cookies are
+    # Secure; unset: when the request came over https (set true behind a proxy that ends TLS).
+    console_session_minutes: int = Field(60, ge=1, le=1440)
+    console_secure_cookie: bool | None = None
+
     rules_file: Path = DEFAULT_RULES_FILE
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
 
     # Beyond the contract: bounds and tuning, each with a production default.
-    # Operations: /readyz fails while no worker heartbeat is fresh, unless this is false.
-    ready_requires_worker: bool = True
+    # Operations: with true, the web's /readyz also fails while no worker heartbeat is fresh. Off by
+    # default: Redis holds the queue, so a worker outage must not take the receiver out of its Service.
+    ready_requires_worker: bool = False
+    # The dedupe window (the contract's "retention window"): an id seen within it is a duplicate.
     retention_days: float = Field(7, gt=0)
+    # How long the full record of a delivered or ignored event is kept (docs/performance.md#sizing);
+    # its dedupe marker stays for the whole window, dead letters until handled. At most the window.
+    record_retention_hours: float = Field(24, gt=0)
     webhook_max_body_bytes: int = Field(1024 * 1024, ge=1024)
     webhook_max_events: int = Field(1000, ge=1)
     # Security, see bridge/web/json_bounds.py: nesting depth, characters in one string (or key),
@@ -113,7 +155,41 @@ class Settings(BaseSettings):
     limiter_max_wait_seconds: float = Field(1, ge=0)
     magnews_batch_size: int = Field(500, ge=1, le=1000)
     magnews_batch_wait_ms: float = Field(0, ge=0)
+    # How long a contact found through the query API (field value -> primary key) is remembered,
+    # and how long "no such contact" is: short, so a contact added in Magnews is found soon.
+    magnews_contact_cache_seconds: int = Field(3600, ge=1)
+    magnews_contact_miss_seconds: int = Field(60, ge=1)
     sweep_after_seconds: float = Field(600, gt=0)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_is_usable(cls, value: str) -> str:
+        return check_redis_url(value)
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_an_address(cls, value: str) -> str:
+        return check_host(value)
+
+    @field_validator(*_BEARER_FIELDS, *_CREDENTIAL_FIELDS)
+    @classmethod
+    def _credential_is_sendable(cls, value: SecretStr | str | None, info: ValidationInfo) -> SecretStr | str | None:
+        if value is not None and info.field_name is not None:
+            raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+            check_credential(f"{_ENV_PREFIX}{info.field_name.upper()}", raw, bearer=info.field_name in _BEARER_FIELDS)
+        return value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("rules_file")
+    @classmethod
+    def _rules_file_exists(cls, value: Path) -> Path:
+        if not value.is_file():
+            raise ValueError(f"{str(value)[:200]}: {'not a file' if value.exists() else 'no such file'}")
+        return value
 
     @field_validator("magnify_start")
     @classmethod
@@ -153,10 +229,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _webhook_secrets_are_usable(self) -> Settings:
-        for name in ("webhook_secret", "webhook_secret_previous"):
-            secret = getattr(self, name)
-            if secret is not None and not secret.get_secret_value().strip():
-                raise ValueError(f"{_ENV_PREFIX}{name.upper()} is empty: unset it, or give it a value")
         if self.webhook_secret_previous is not None and self.webhook_secret is None:
             raise ValueError(
                 f"{_ENV_PREFIX}WEBHOOK_SECRET_PREVIOUS is set without {_ENV_PREFIX}WEBHOOK_SECRET: "
@@ -176,14 +248,20 @@ class Settings(BaseSettings):
     def _job_outlasts_a_request(self) -> Settings:
         if self.http_timeout_seconds >= self.job_timeout_seconds:
             raise ValueError(
-                f"job_timeout_seconds ({self.job_timeout_seconds:g}) must exceed http_timeout_seconds "
-                f"({self.http_timeout_seconds:g}): a job must be able to finish one request"
+                f"{_ENV_PREFIX}JOB_TIMEOUT_SECONDS ({self.job_timeout_seconds:g}) must exceed "
+                f"{_ENV_PREFIX}HTTP_TIMEOUT_SECONDS ({self.http_timeout_seconds:g}): a job must be able to "
+                "finish one request"
             )
         return self
 
     @property
     def retention_seconds(self) -> int:
         return int(self.retention_days * 86400)
+
+    @property
+    def record_retention_seconds(self) -> int:
+        """The delivered record's retention, never longer than the dedupe window."""
+        return min(int(self.record_retention_hours * 3600), self.retention_seconds)
 
     @property
     def magnews_refresh_enabled(self) -> bool:
@@ -210,13 +288,29 @@ def _network(text: str) -> IPv4Network | IPv6Network:
         raise ValueError(f"{text!r} is not a network in CIDR notation ({exc})") from None
 
 
+def _problem(error: ErrorDetails) -> str:
+    """One bad value: the variable, what is expected and (unless it is a secret) what was given."""
+    message = error["msg"].removeprefix("Value error, ").replace("Input should be", "should be", 1)
+    if not error["loc"]:  # a model validator: its message names the variables
+        return message
+    field = str(error["loc"][0])
+    variable = f"{_ENV_PREFIX}{field.upper()}"
+    if error["type"] != "value_error" and not _is_secret(field):  # our own messages already show the value
+        given = error["input"]
+        message += f" (got {mask_url_credentials(given)[:40]!r})" if isinstance(given, str) else ""
+    return message if message.startswith(variable) else f"{variable}: {message}"
+
+
+def _is_secret(field: str) -> bool:
+    return field in _BEARER_FIELDS or field in _CREDENTIAL_FIELDS or field == "redis_url"
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Build ``Settings``; a bad value raises ``ConfigError`` naming the variable and the rule."""
+    """Build ``Settings``; a bad value raises ``ConfigError``: one line naming the variable and what is
+    expected (every bad variable, separated by ``;``)."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = f"{_ENV_PREFIX}{str(error['loc'][0]).upper()}: " if error["loc"] else ""
-            problems.append(f"{where}{error['msg']}")
-        raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
+        raise ConfigError("invalid settings: " + "; ".join(_problem(error) for error in exc.errors())) from exc
+    except SettingsError as exc:  # a value pydantic-settings could not even decode
+        raise ConfigError(f"invalid settings: {exc}") from exc

@@ -52,4 +52,4 @@ async def test_one_job_records_each_outcome_and_leaves_nothing_queued(
     assert await redis.zcard("mb:pending") == 0
     owners = [await redis.hget(f"mb:event:{event.id}", "job") for event in events]
     assert owners == [None] * len(events), "a final event has no job"
-    assert await redis.hget("mb:stats", "events_finished|status=delivered") == b"31"
+    assert worker.ctx["metrics"].value("magbridge_events_finished_total", status="delivered") == 31

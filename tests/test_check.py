@@ -21,6 +21,14 @@ from tests.support.processes import settings_env
 from tests.support.redis_server import RedisServer
 from tests.support.service import Service, SettingsFactory
 
+# A webhook secret and an admin token, so that only the warnings a test is about remain.
+SECURED = {"webhook_secret": "hook-secret-for-tests", "admin_token": "admin-token-for-tests"}
+
+
+@pytest.fixture
+def secured(make_settings: SettingsFactory, redis: aioredis.Redis) -> Settings:
+    return make_settings(**SECURED)
+
 
 async def check(settings: Settings, *, strict: bool = False) -> tuple[int, dict[str, str], str]:
     """Exit status, ``{check name: its line}``, and the whole output."""
@@ -41,10 +49,11 @@ async def check_process(env: dict[str, str]) -> tuple[int, str]:
     return process.returncode, stdout.decode()
 
 
-async def test_passes_against_the_simulators(settings: Settings) -> None:
+async def test_passes_against_the_simulators(secured: Settings) -> None:
+    settings = secured
     status, lines, text = await check(settings)
     assert status == 0, text
-    for name in ("settings", "rules", "magicbell", "magnews", "magnify"):
+    for name in ("settings", "receiver", "admin", "rules", "magicbell", "magnews", "magnify"):
         assert lines[name].startswith("ok "), text
     assert "static token (MAGBRIDGE_MAGNEWS_TOKEN): accepted by" in lines["magnews"]
     assert "Magnews topics: communications/msg/bounce" in lines["rules"]
@@ -54,9 +63,11 @@ async def test_passes_against_the_simulators(settings: Settings) -> None:
     assert text.endswith("all checks passed, 1 warning(s)\n")
     assert (await check(settings, strict=True))[0] == 1
     assert "sim-magnews-token" not in text and "sim-magicbell-token" not in text
+    assert SECURED["webhook_secret"] not in text and SECURED["admin_token"] not in text
 
 
-async def test_durable_redis_passes_and_eviction_is_warned(settings: Settings, redis: aioredis.Redis) -> None:
+async def test_durable_redis_passes_and_eviction_is_warned(secured: Settings, redis: aioredis.Redis) -> None:
+    settings = secured
     await redis.config_set("appendonly", "yes")
     try:
         status, lines, text = await check(settings, strict=True)
@@ -72,7 +83,7 @@ async def test_durable_redis_passes_and_eviction_is_warned(settings: Settings, r
 
 
 async def test_wrong_magnews_token_fails_naming_it(make_settings: SettingsFactory, redis: aioredis.Redis) -> None:
-    status, lines, text = await check(make_settings(magnews_token="not-the-token"))
+    status, lines, text = await check(make_settings(magnews_token="not-the-token", **SECURED))
     assert status == 1
     assert lines["magnews"].startswith("FAIL") and "HTTP 401" in lines["magnews"]
     assert "invalid bearer token" in lines["magnews"]
@@ -140,7 +151,7 @@ async def test_webhook_subscription_is_looked_up_with_a_public_url(
 @pytest.mark.slow
 async def test_invalid_settings_fail_as_a_process(settings: Settings) -> None:
     status, output = await check_process(settings_env(settings, MAGBRIDGE_PORT="eighty"))
-    assert status == 1
+    assert status == 2
     assert output.startswith("FAIL  settings   invalid settings: MAGBRIDGE_PORT:"), output
     assert output.endswith("1 check(s) failed\n")
 
@@ -166,3 +177,20 @@ async def test_refresh_flow_check_runs_twice_as_processes_on_the_stored_refresh_
         oauth.expire_access_tokens()
         await redis.delete("mb:magnews:access_token")
     assert SIM_CLIENT_SECRET not in output and "sim-magnews-refresh" not in output
+
+
+async def test_a_missing_webhook_secret_or_admin_token_is_warned(
+    make_settings: SettingsFactory, redis: aioredis.Redis
+) -> None:
+    status, lines, text = await check(make_settings(allow_unauthenticated_webhooks=False), strict=True)
+    assert status == 1, "warnings fail --strict"
+    assert lines["receiver"].startswith("WARN") and "`magbridge web` and `run` refuse to start" in lines["receiver"]
+    assert lines["admin"].startswith("WARN") and "MAGBRIDGE_ADMIN_TOKEN unset: the admin API answers 503" in text
+    _, lines, _ = await check(make_settings(allow_unauthenticated_webhooks=True))
+    assert lines["receiver"].startswith("WARN") and "anyone who reaches the receiver can post" in lines["receiver"]
+    _, lines, text = await check(make_settings(webhook_secret="new-hook-secret", webhook_secret_previous="old-one1"))
+    assert (
+        lines["receiver"].startswith("ok ") and "MAGBRIDGE_WEBHOOK_SECRET or MAGBRIDGE_WEBHOOK_SECRET_PREVIOUS" in text
+    )
+    _, lines, text = await check(make_settings(admin_token="an-admin-token-0123"))
+    assert lines["admin"].startswith("ok ") and "an-admin-token-0123" not in text

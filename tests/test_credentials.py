@@ -23,6 +23,7 @@ import structlog
 
 from bridge.cli.check import run_check
 from bridge.events import magnify_envelope
+from bridge.process_metrics import ProcessMetrics
 from bridge.simulators import SIM_CORE, Simulators
 from bridge.simulators.magnews_oauth import MAGNEWS_OAUTH, SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_REFRESH_TOKEN
 from bridge.store import keys
@@ -173,7 +174,7 @@ async def test_a_revoked_magicbell_token_pauses_magicbell_until_a_worker_has_a_n
 
             async with service.session.get(f"{service.url}/metrics") as response:
                 metrics = await response.text()
-            assert 'magbridge_destination_paused{destination="magicbell"} 1.0' in metrics
+            assert 'magbridge_destination_paused{destination="magicbell",scope="queue"} 1.0' in metrics
 
             assert await redis.zcard(keys.DEAD_INDEX) == 0
             assert "delivered" not in await statuses(redis, lost), "MagicBell events all wait"
@@ -201,7 +202,7 @@ async def test_a_revoked_magicbell_token_pauses_magicbell_until_a_worker_has_a_n
     assert "magicbell" not in body["checks"]
     assert not [reason for reason in body["reasons"] if reason.startswith("magicbell")]
     async with service.session.get(f"{service.url}/metrics") as response:
-        assert 'magbridge_destination_paused{destination="magicbell"} 0.0' in await response.text()
+        assert 'magbridge_destination_paused{destination="magicbell",scope="queue"} 0.0' in await response.text()
 
 
 async def _has(redis: aioredis.Redis, key: str) -> bool:
@@ -315,12 +316,12 @@ async def test_a_workers_own_readyz_names_a_pause_without_failing(
     make_settings: SettingsFactory, redis: aioredis.Redis
 ) -> None:
     settings = make_settings(host="127.0.0.1", port=free_port())
-    runner = await start_probes(settings, redis)
+    runner = await start_probes(settings, redis, ProcessMetrics(), lambda: True)
     try:
         async with aiohttp.ClientSession() as session:
             url = f"http://127.0.0.1:{settings.port}/readyz"
             async with session.get(url) as response:
-                assert (response.status, await response.json()) == (200, {"status": "ready", "reasons": []})
+                assert (response.status, (await response.json())["reasons"]) == (200, [])
             await redis.hset(
                 MAGNEWS_PAUSED, mapping={"since": 1_700_000_000_000, "at": 1_700_000_000_000, "status": 403}
             )

@@ -15,12 +15,13 @@ import structlog
 
 from bridge.events import magnify_envelope
 from bridge.simulators import SIM_CORE, Simulators, run_simulators
-from bridge.store.stats import GAUGES_KEY, HIST_PREFIX
+from bridge.store.stats import GAUGES_KEY
 from config.errors import MagnifyApiError
 from tests.support.magnify import (
     append,
     backend,
     clear_requests,
+    counted,
     expected_ids,
     ingested_ids,
     magnify_settings,
@@ -68,8 +69,15 @@ async def test_first_full_poll_then_an_unchanged_account_costs_one_request_per_m
     assert steady.requests == Counter(motions=len(POLLED_STATES), metrics=polled_motions(sims))
     assert sorted(Counter(record.path for record in steady_requests).values()) == [1] * polled_motions(sims)
     assert all(int(r.query["size"]) <= 100 and int(r.query["from"]) <= 99_900 for r in steady_requests)
-    assert await stat(redis, "magnify_metrics_ingested") == len(expected)
-    assert await stat(redis, "magnify_metrics_duplicate") == 0
+    assert counted(poller, "magnify_metrics_ingested") == len(expected)
+    assert counted(poller, "magnify_metrics_duplicate") == 0
+    received = {
+        sample.labels["type"]: sample.value
+        for family in poller.metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == "magbridge_received_total"
+    }
+    assert sum(received.values()) == len(expected) and "other" not in received, "by source and type, in-process"
 
 
 @pytest.mark.slow
@@ -87,7 +95,7 @@ async def test_metrics_appended_between_cycles(
     assert (between.ingested, between.duplicates, between.resets) == (450, 0, 0)
     assert (again.ingested, again.duplicates) == (7, 0)
     assert await ingested_ids(redis) == expected
-    assert await stat(redis, "magnify_metrics_ingested") == len(expected)
+    assert counted(poller, "magnify_metrics_ingested") == len(expected)
 
 
 @pytest.mark.slow
@@ -166,7 +174,7 @@ async def test_a_motion_past_the_window_is_logged_and_counted_once(
     assert len(overflows) == 2 and {log["unreachable"] for log in overflows} == {100}
     assert {log["unreachable_end"] for log in overflows} == {"newest" if order == "oldest_first" else "oldest"}
     assert (first.overflow, first.ingested) == (2, 2000)
-    assert await stat(redis, "magnify_window_overflow") == 2
+    assert counted(poller, "magnify_window_overflow") == 2
     assert second.overflow == 0 and requests == 2
     # Newest first still sees what is new; oldest first cannot reach it, and said so.
     assert second.ingested == (0 if order == "oldest_first" else 10)
@@ -218,7 +226,7 @@ async def test_one_failing_motion_does_not_stop_the_others(
     assert (report.outcome, report.failed) == ("error", 1)
     assert report.ingested == len(expected_ids(simulators)) - 50
     assert (healed.outcome, healed.ingested) == ("ok", 50)
-    assert await stat(redis, "magnify_polls|outcome=error") == 1
+    assert counted(poller, "magnify_polls", outcome="error") == 1
 
 
 async def test_only_one_poll_runs_at_a_time(
@@ -229,8 +237,8 @@ async def test_only_one_poll_runs_at_a_time(
         reports = await asyncio.gather(one.poll_once(), other.poll_once())
     assert sorted(report.outcome for report in reports) == ["ok", "skipped_locked"]
     assert await redis.exists(LOCK_KEY) == 0  # released
-    assert await stat(redis, "magnify_polls|outcome=skipped_locked") == 1
-    assert await stat(redis, "magnify_polls|outcome=ok") == 1
+    for outcome in ("ok", "skipped_locked"):
+        assert sum(counted(poller, "magnify_polls", outcome=outcome) for poller in (one, other)) == 1
 
 
 @pytest.mark.slow
@@ -298,21 +306,22 @@ async def test_wrong_credentials_do_not_crash_and_are_tried_every_cycle(
     failures = [log for log in logs if log["event"] == "magnify auth failed"]
     assert len(failures) == 2 and failures[0]["log_level"] == "error" and "invalid_client" in failures[0]["error"]
     assert "s3cr3t-wrong" not in repr(logs)
-    assert await stat(redis, "magnify_requests|endpoint=token,status=4xx") == 2
-    assert await stat(redis, "magnify_polls|outcome=error") == 2
+    assert counted(poller, "magnify_requests", endpoint="token", status="4xx") == 2
+    assert counted(poller, "magnify_polls", outcome="error") == 2
 
 
 async def test_poll_figures(make_settings: SettingsFactory, simulators: Simulators, redis: aioredis.Redis) -> None:
     async with open_poller(magnify_settings(make_settings, simulators), redis) as poller:
         report = await poller.poll_once()
-    assert await stat(redis, "magnify_requests|endpoint=token,status=2xx") == 1
-    assert await stat(redis, "magnify_requests|endpoint=motions,status=2xx") == len(POLLED_STATES)
-    assert await stat(redis, "magnify_requests|endpoint=metrics,status=2xx") == report.requests["metrics"]
-    assert await stat(redis, "magnify_metrics_ingested") == report.ingested > 0
+    assert counted(poller, "magnify_requests", endpoint="token", status="2xx") == 1
+    assert counted(poller, "magnify_requests", endpoint="motions", status="2xx") == len(POLLED_STATES)
+    assert counted(poller, "magnify_requests", endpoint="metrics", status="2xx") == report.requests["metrics"]
+    assert counted(poller, "magnify_metrics_ingested") == report.ingested > 0
+    assert await stat(redis, "received|source=magnify") == report.ingested, "the store's own tally"
     lag = float(await redis.hget(GAUGES_KEY, "magnify_lag_seconds"))
     assert lag > 86400  # the simulator's history ends in 2025-06
-    histogram = await redis.hgetall(HIST_PREFIX + "magnify_poll_duration_seconds")
-    assert histogram[b"|count"] == b"1"
+    assert poller.metrics.value("magbridge_magnify_poll_duration_seconds_count") == 1
+    assert await redis.exists("mb:hist:magnify_poll_duration_seconds") == 0, "histograms stay in the process"
 
 
 async def test_redis_down_is_an_error_outcome_not_a_crash(

@@ -1,5 +1,6 @@
 """A real worker process killed (SIGKILL) in the middle of a poll cycle, then restarted: every metric
-that the simulator holds, including those appended meanwhile, ends up ingested exactly once."""
+that the simulator holds, including those appended meanwhile, ends up ingested exactly once. The
+second worker's own ``/metrics`` (on its probe port) counts exactly what it stored."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
 from bridge.simulators import SIM_CORE, Simulators, run_simulators
 from tests.support.magnify import append, expected_ids, ingested_ids, stat
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, free_port
+from tests.support.scrape import scrape, value
 
 pytestmark = pytest.mark.slow  # real worker processes, killed and restarted
 
@@ -37,10 +40,13 @@ content = "never"
 """
 
 
-def worker_env(sims: Simulators, redis_url: str, rules: Path) -> dict[str, str]:
+def worker_env(sims: Simulators, redis_url: str, rules: Path, probe_port: int) -> dict[str, str]:
     endpoints = sims.endpoints
     settings = {
         "REDIS_URL": redis_url,
+        "WORKER_PROBES": "true",  # its /metrics, on the probe port
+        "HOST": "127.0.0.1",
+        "PORT": str(probe_port),
         "RULES_FILE": str(rules),
         "MAGNIFY_BASE_URL": endpoints.magnify_base_url,
         "MAGNIFY_TOKEN_URL": endpoints.magnify_token_url,
@@ -95,14 +101,17 @@ async def test_worker_killed_mid_cycle_then_restarted_ingests_every_metric_once(
         sims.magnify_app[SIM_CORE].faults.update({"latency_ms": 60})  # a cycle long enough to die in
         rules = tmp_path / "rules.toml"
         rules.write_text(QUIET_RULES)
-        env = worker_env(sims, redis_server.url, rules)
+        probe_port = free_port()
+        env = worker_env(sims, redis_server.url, rules, probe_port)
+        metrics_url = f"http://127.0.0.1:{probe_port}/metrics"
+        ingested = "received|source=magnify"  # the store's tally, kept in the script that stores
         total = len(expected_ids(sims))
 
         first = start_worker(env, log)
         try:
 
             async def partly_ingested() -> bool:
-                return await stat(redis, "magnify_metrics_ingested") >= total // 5
+                return await stat(redis, ingested) >= total // 5
 
             await wait_for(partly_ingested, 30, log, "the first worker to ingest a part")
             append(sims, {0: 30, 1: 3})  # arriving while the cycle pages
@@ -110,7 +119,7 @@ async def test_worker_killed_mid_cycle_then_restarted_ingests_every_metric_once(
         finally:
             first.kill()  # SIGKILL: no cleanup, the lock is left to lapse
             first.wait(timeout=10)
-        before_restart = await stat(redis, "magnify_metrics_ingested")
+        before_restart = await stat(redis, ingested)
         assert 0 < before_restart < total
         append(sims, {2: 120, 3: 1})  # arriving while no worker runs
 
@@ -122,18 +131,22 @@ async def test_worker_killed_mid_cycle_then_restarted_ingests_every_metric_once(
                 return await ingested_ids(redis) == expected
 
             await wait_for(all_ingested, 40, log, "every metric to be ingested")
-            polls = await stat(redis, "magnify_polls|outcome=ok")
+            async with aiohttp.ClientSession() as session:
+                polls = value(await scrape(session, metrics_url), "magbridge_magnify_polls_total", outcome="ok")
 
-            async def another_poll() -> bool:
-                return await stat(redis, "magnify_polls|outcome=ok") > polls
+                async def another_poll() -> bool:
+                    samples = await scrape(session, metrics_url)
+                    return value(samples, "magbridge_magnify_polls_total", outcome="ok") > polls
 
-            await wait_for(another_poll, 10, log, "a steady-state poll")
+                await wait_for(another_poll, 10, log, "a steady-state poll")
+                samples = await scrape(session, metrics_url)
         finally:
             second.terminate()
             second.wait(timeout=30)
 
     # The event store counts what it stores in the same script that stores it: each metric once.
-    # (The magnify_metrics_ingested figure is added just after, so a SIGKILL in between may lose a few.)
-    assert await stat(redis, "received") == len(expected)
+    assert await stat(redis, ingested) == len(expected)
     assert await ingested_ids(redis) == expected
-    assert await stat(redis, "magnify_metrics_ingested") <= len(expected)
+    # The second process counts what it stored, and only that: the first one's are not in its series.
+    stored = sum(v for (name, labels), v in samples.items() if name == "magbridge_received_total")
+    assert stored == value(samples, "magbridge_magnify_metrics_ingested_total") == len(expected) - before_restart

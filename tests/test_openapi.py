@@ -7,9 +7,11 @@ from typing import Any
 
 import jsonschema
 import redis.asyncio as aioredis
+import schemathesis
 
 from bridge.web.app import create_app
 from bridge.web.openapi import build_openapi
+from bridge.web.problems import status_title
 from tests.support.events import magnews_event
 from tests.support.service import Service, SettingsFactory
 from tests.support.workers import run_worker_burst, running_worker
@@ -35,15 +37,62 @@ def _refs(node: Any) -> list[str]:
 def test_every_route_of_the_app_is_documented_and_nothing_else(make_settings: SettingsFactory) -> None:
     app = create_app(make_settings())
     routes = {(route.method, route.resource.canonical) for route in app.router.routes() if route.method != "HEAD"}
+    # The operator console's HTML pages are for a browser, not part of the API (docs/console.md).
+    routes = {(method, path) for method, path in routes if not path.startswith("/console/")}
     document = build_openapi()
     documented = {(method.upper(), path) for path, operations in document["paths"].items() for method in operations}
     assert routes == documented
     assert document["openapi"] == "3.1.0"
     for ref in _refs(document):
-        name = ref.removeprefix("#/components/schemas/")
-        assert name in document["components"]["schemas"], ref
+        _, _, kind, name = ref.split("/")
+        assert name in document["components"][kind], ref
     for schema in document["components"]["schemas"].values():
         jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def _operations(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [operation for operations in document["paths"].values() for operation in operations.values()]
+
+
+def test_the_document_is_valid_openapi_with_operation_ids_servers_and_headers() -> None:
+    document = build_openapi("https://bridge.example.com/")
+    schemathesis.openapi.from_dict(document).validate()  # the OpenAPI 3.1 schema, as the fuzz test loads it
+    operations = _operations(document)
+    ids = [operation["operationId"] for operation in operations]
+    assert len(set(ids)) == len(ids) == len(operations), "one unique operationId each"
+    assert [server["url"] for server in document["servers"]] == ["https://bridge.example.com", "/"]
+    assert [server["url"] for server in build_openapi()["servers"]] == ["/"]
+    hook = document["paths"]["/webhooks/magnews"]["post"]
+    assert {(p["in"], p["name"]) for p in hook["parameters"] if "name" in p} == {
+        ("query", "token"),
+        ("header", "X-Webhook-Token"),
+    }
+    for operation in operations:
+        assert {"$ref": "#/components/parameters/RequestId"} in operation["parameters"], operation["operationId"]
+        for response in operation["responses"].values():
+            assert response["headers"] == {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}}
+
+
+def test_every_problem_response_states_its_rfc_9457_title() -> None:
+    document = build_openapi()
+    problems = [
+        (int(status), response["content"]["application/problem+json"]["schema"])
+        for operation in _operations(document)
+        for status, response in operation["responses"].items()
+        if "application/problem+json" in response["content"]  # all >= 400 but /readyz's 503 (its checks)
+    ]
+    assert {status for status, _ in problems} == {400, 401, 403, 404, 405, 408, 413, 415, 503}
+    for status, schema in problems:
+        stated = schema["allOf"][1]["properties"]
+        assert stated == {"status": {"const": status}, "title": {"const": status_title(status)}}
+        problem = {"type": "about:blank", "title": status_title(status), "status": status, "detail": "", "instance": ""}
+        _validate(document, schema, problem)
+        try:
+            _validate(document, schema, {**problem, "title": "Invalid JSON"})
+        except jsonschema.ValidationError:
+            continue
+        raise AssertionError(f"{status}: a title other than the status phrase passed")
+    assert status_title(413) == "Content Too Large" and status_title(418) == "I'm a Teapot"
 
 
 class Checker:
@@ -66,6 +115,9 @@ class Checker:
         async with self.service.session.request(method, url, **kwargs) as response:
             text = await response.text()
             status, media = response.status, response.content_type
+            request_id = response.headers.get("X-Request-ID", "")
+        header_schema = self.document["components"]["headers"]["RequestId"]["schema"]
+        _validate(self.document, header_schema, request_id)
         assert status == expect, (method, path, status, text)
         documented = operation["responses"][str(status)]["content"]
         assert media in documented, (method, path, status, media)
@@ -78,7 +130,7 @@ class Checker:
 async def test_responses_and_requests_match_the_document(
     start_service: Any, make_settings: SettingsFactory, redis: aioredis.Redis
 ) -> None:
-    settings = make_settings(admin_token=TOKEN)
+    settings = make_settings(admin_token=TOKEN, ready_requires_worker=True)  # for /readyz's 503
     service = await start_service(settings)
     async with service.session.get(f"{service.url}/openapi.json") as response:
         document = await response.json()
@@ -93,9 +145,9 @@ async def test_responses_and_requests_match_the_document(
     await check.call("GET", hook, hook, 405)
     await check.call("GET", "/healthz", "/healthz", 200)
     await check.call("GET", "/readyz", "/readyz", 503)  # no worker yet
-    async with running_worker(settings, redis):
-        await check.call("GET", "/readyz", "/readyz", 200)
     await run_worker_burst(settings)
+    async with running_worker(settings, redis):  # the queue is empty: no job to cut short on leaving
+        await check.call("GET", "/readyz", "/readyz", 200)
     await check.call("GET", "/metrics", "/metrics", 200)
     await check.call("GET", "/openapi.json", "/openapi.json", 200)
 

@@ -45,9 +45,19 @@ async def test_readiness_follows_redis_down_and_back(
     assert (await ready(service))[0] == 200
 
 
-async def test_readiness_needs_a_fresh_worker_heartbeat(
-    service: Service, settings: Settings, redis: aioredis.Redis
+async def test_readiness_does_not_depend_on_a_worker_by_default(service: Service, settings: Settings) -> None:
+    """Redis holds the queue: with no worker at all, the receiver stays in its Service and stores."""
+    assert not settings.ready_requires_worker
+    assert await ready(service) == (200, {"status": "ready", "reasons": [], "checks": {"redis": {"ok": True}}})
+    async with service.post_webhook({"id": "no-worker", "topic": "contacts/delete"}) as response:
+        assert response.status == 200
+
+
+async def test_readiness_needs_a_fresh_worker_heartbeat_when_asked_to(
+    start_service: Any, make_settings: SettingsFactory, redis: aioredis.Redis
 ) -> None:
+    settings = make_settings(ready_requires_worker=True)
+    service = await start_service(settings)
     status, body = await ready(service)
     assert status == 503
     assert body["reasons"] == [
@@ -85,7 +95,8 @@ async def test_readiness_checks_magnify_credentials_when_polling(
 async def test_every_failing_check_is_named(
     start_service: Any, make_settings: SettingsFactory, redis: aioredis.Redis
 ) -> None:
-    service = await start_service(make_settings(magnify_client_id="c", magnify_client_secret="s"))
+    settings = make_settings(ready_requires_worker=True, magnify_client_id="c", magnify_client_secret="s")
+    service = await start_service(settings)
     status, body = await ready(service)
     assert status == 503
     assert [reason.split(":")[0] for reason in body["reasons"]] == ["worker", "magnify"]

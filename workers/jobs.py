@@ -1,7 +1,8 @@
 """The arq job ``deliver_events()``: one delivery batch, its outcomes, and its follow-ups.
 
-A job delivers the events it owns (``workers.batch``), then one transaction records every outcome,
-the ledger entries and the counters (``workers.runs``). Events that must come back are handed to
+A job delivers the events it owns (``workers.batch``), then one transaction records every outcome
+and the ledger entries (``workers.runs``); the events it finished are then counted in this process's
+``magbridge_events_finished``. Events that must come back are handed to
 follow-up jobs grouped by due time, each with an id derived from its events and that time
 (``bridge.store.queue``), so enqueueing one twice queues it once. The job itself then ends: arq
 never retries it for an event's sake. arq runs it again only when it did not finish: cancelled by a
@@ -39,7 +40,7 @@ async def deliver_events(ctx: dict[str, Any]) -> str:
     deps: WorkerDeps = ctx["deps"]
     job_id: str = ctx["job_id"]
     runs: list[EventRun] = []
-    batch = Batch()
+    batch = Batch(deps.metrics)
     try:
         try:
             await deliver_batch(deps, job_id, runs, batch)
@@ -87,8 +88,10 @@ async def _finish(deps: WorkerDeps, redis: ArqRedis, job_id: str, runs: list[Eve
         await deps.runs.queue_settle(
             pipe, job_id, outcomes, ledger=deps.ledger.entries(batch.recorded), ledger_ttl=deps.ledger.ttl_seconds
         )
-        batch.stats.queue(pipe)
         await pipe.execute()
+    for recorded in outcomes:
+        if recorded.outcome == "done":
+            deps.metrics.events_finished.labels(recorded.status).inc()
     expires = deps.settings.retention_seconds
     try:
         await asyncio.gather(

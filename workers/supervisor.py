@@ -7,8 +7,10 @@ SIGTERM or SIGINT it stops taking jobs, gives the running ones ``job_timeout_sec
 (arq's ``handle_sig_wait_for_completion``) and closes.
 
 With ``WORKER_PROBES`` (and ``probes=True``; ``magbridge run`` serves them from its web service) the
-supervisor also answers ``/healthz`` and ``/readyz`` (``workers.probes``), through an outage too:
-alive, and not ready while Redis does not answer.
+supervisor also answers ``/healthz``, ``/readyz`` and ``/metrics`` (``workers.probes``), through an
+outage too: alive, and not ready while Redis does not answer or no arq worker runs. The process's
+series (``metrics``) belong to the supervisor, so they survive the workers it replaces. A probe
+address that cannot be bound stops the process with ``ConfigError`` naming ``HOST`` and ``PORT``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import structlog
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
+from bridge.process_metrics import ProcessMetrics
 from bridge.store.connections import open_redis
+from config.errors import ConfigError
 from config.settings import Settings
 from workers.probes import start_probes
 from workers.worker import create_worker, shutdown
@@ -34,18 +38,26 @@ _RESTART_SECONDS = 1.0
 
 
 class WorkerSupervisor:
-    def __init__(self, settings: Settings, *, probes: bool = True, **overrides: Any):
+    def __init__(
+        self, settings: Settings, *, probes: bool = True, metrics: ProcessMetrics | None = None, **overrides: Any
+    ):
         self._settings = settings
         self._probes = probes and settings.worker_probes
+        self.metrics = metrics or ProcessMetrics()
         self._overrides = overrides
         self._stopping = asyncio.Event()
         self.worker: Worker | None = None
+        self.stop_signal: signal.Signals | None = None  # what ``stop`` was called for, for the stop line
+        self._enforcer: asyncio.Task[None] | None = None
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
         """Stop taking jobs; running ones get the job timeout to finish."""
+        self.stop_signal = self.stop_signal or signal.Signals(signum)
         self._stopping.set()
         if self.worker is not None:
             self.worker.handle_sig_wait_for_completion(signal.Signals(signum))
+            if self._enforcer is None:
+                self._enforcer = asyncio.get_running_loop().create_task(_until_stopped(self.worker))
 
     def handle_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -58,7 +70,14 @@ class WorkerSupervisor:
             await self._supervise()
             return
         redis = open_redis(self._settings.redis_url)
-        probes = await start_probes(self._settings, redis)
+        try:
+            probes = await start_probes(self._settings, redis, self.metrics, lambda: self.worker is not None)
+        except OSError as exc:
+            await redis.aclose()
+            where = f"{self._settings.host}:{self._settings.port}"
+            raise ConfigError(
+                f"cannot serve the worker's probes on {where} (MAGBRIDGE_HOST, MAGBRIDGE_PORT): {exc.strerror or exc}"
+            ) from exc
         try:
             await self._supervise()
         finally:
@@ -67,7 +86,9 @@ class WorkerSupervisor:
 
     async def _supervise(self) -> None:
         while not self._stopping.is_set():
-            worker = self.worker = create_worker(self._settings, handle_signals=False, **self._overrides)
+            worker = self.worker = create_worker(
+                self._settings, metrics=self.metrics, handle_signals=False, **self._overrides
+            )
             try:
                 await worker.async_run()
                 return  # a burst worker that ran out of jobs
@@ -81,6 +102,18 @@ class WorkerSupervisor:
                 self.worker = None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), _RESTART_SECONDS)
+
+
+async def _until_stopped(worker: Worker) -> None:
+    """Repeat arq's cancellation of the worker's main task where it was lost, until the task ends.
+
+    A signal that comes while arq starts up cancels it inside redis-py (arq's ``log_redis_info``),
+    which can swallow the cancellation; arq would then poll on and the process never stop."""
+    task = worker.main_task
+    while task is not None and not task.done():
+        await asyncio.sleep(0.5)
+        if task.cancelling() and not task.done():
+            task.cancel()
 
 
 async def _close(worker: Worker) -> None:

@@ -58,6 +58,6 @@ async def sweep_pending(ctx: dict[str, Any]) -> int:
     if waiting:
         await redis.zadd(keys.PENDING_INDEX, dict.fromkeys(waiting, now_ms()), xx=True)
     if queued:
-        await deps.stats.incr("swept", amount=len(queued))
+        deps.metrics.swept.inc(len(queued))
         _log.warning("requeued events without a job", count=len(queued), first=queued[0])
     return len(queued)

@@ -1,21 +1,26 @@
 """``magbridge check``: settings, rules, Redis and each API's authentication, one line each.
 
     ok    settings   valid
+    ok    receiver   webhooks need MAGBRIDGE_WEBHOOK_SECRET
+    WARN  admin      MAGBRIDGE_ADMIN_TOKEN unset: the admin API answers 503; ...
     ok    rules      6 rules in config/default_rules.toml; Magnews topics: contacts/create, ...
     WARN  redis      redis 7.2.4 at redis:6379/0, aof off, maxmemory-policy allkeys-lru: ...
     ok    magicbell  token accepted by https://api.magicbell.com/v2
     FAIL  magnews    http://...: HTTP 401: Unauthorized (invalid bearer token); deliveries paused since ...
     ok    magnify    polling off (MAGBRIDGE_MAGNIFY_CLIENT_ID and _CLIENT_SECRET unset)
     skip  webhook    MAGBRIDGE_PUBLIC_URL unset, subscription not looked up
-    1 check(s) failed, 1 warning(s)
+    1 check(s) failed, 2 warning(s)
 
 A destination that the workers paused because it refused their credentials (401/403) is named on its
 line: FAIL when this check's credentials are refused too, WARN when they are accepted (the workers'
 next probe resumes deliveries; if theirs differ, restart them with these).
 
-Exit status 1 when a check failed (``--strict``: or warned), else 0. A warning is something that
-works but can lose work or events: Redis without AOF, an eviction policy other than ``noeviction``,
-a Magnews subscription that is missing or does not cover the rules' topics. Secrets are never printed.
+Exit status 2 when the settings themselves are invalid (one line names the variable; nothing else is
+checked), 1 when a check failed (``--strict``: or warned), else 0. A warning is something that works
+but can lose work or events or let someone in: Redis without AOF, an eviction policy other than
+``noeviction``, a Magnews subscription that is missing or does not cover the rules' topics, no
+webhook secret (``web`` refuses to start without one unless told otherwise), no admin token.
+Secrets are never printed.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ from typing import Any, TextIO
 import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
-from yarl import URL
 
 from bridge.cli.magnews_webhook import (
     WebhookAdmin,
@@ -41,7 +45,7 @@ from bridge.cli.magnews_webhook import (
     same_receiver,
 )
 from bridge.logs import configure_logging
-from bridge.store.connections import open_redis
+from bridge.store.connections import open_redis, redis_location
 from bridge.store.records import text
 from bridge.web.health import read_pauses
 from config.errors import ConfigError, DeliveryError, MagbridgeError, StoreUnavailable
@@ -74,17 +78,11 @@ def _url(url: object) -> str:
     return str(url).rstrip("/")
 
 
-def _where(url: str) -> str:
-    """``host:port/db`` of a Redis URL, without the password."""
-    parsed = URL(url)
-    return f"{parsed.host}:{parsed.port or 6379}{parsed.path if parsed.path not in ('', '/') else '/0'}"
-
-
 async def _redis_outcome(redis: aioredis.Redis, url: str) -> Outcome:
     try:
         await redis.ping()
     except (RedisError, OSError) as exc:
-        raise StoreUnavailable(f"redis at {_where(url)} does not answer: {exc}") from exc
+        raise StoreUnavailable(f"redis at {redis_location(url)} does not answer: {exc}") from exc
     info: dict[str, Any] = await redis.info()
     try:
         reply = next(iter((await redis.config_get("appendfsync")).values()), None)
@@ -94,7 +92,7 @@ async def _redis_outcome(redis: aioredis.Redis, url: str) -> Outcome:
     policy = str(info.get("maxmemory_policy", "?"))
     aof = bool(info.get("aof_enabled"))
     detail = (
-        f"redis {info.get('redis_version', '?')} at {_where(url)}, aof {'on' if aof else 'off'}"
+        f"redis {info.get('redis_version', '?')} at {redis_location(url)}, aof {'on' if aof else 'off'}"
         f"{f' (appendfsync {fsync})' if aof and fsync else ''}, maxmemory-policy {policy}"
     )
     problems = []
@@ -105,6 +103,42 @@ async def _redis_outcome(redis: aioredis.Redis, url: str) -> Outcome:
     if aof and fsync not in (None, "everysec", "always"):
         problems.append(f"appendfsync {fsync} can lose more than a second of events; use everysec or always")
     return Outcome("WARN", f"{detail}: {'; '.join(problems)}") if problems else _ok(detail)
+
+
+def _receiver_outcome(settings: Settings) -> Outcome:
+    """Who may post webhooks: a missing secret is a warning, whether or not it was allowed on purpose."""
+    if settings.webhook_secret is not None:
+        rotation = " or MAGBRIDGE_WEBHOOK_SECRET_PREVIOUS" if settings.webhook_secret_previous is not None else ""
+        return _ok(f"webhooks need MAGBRIDGE_WEBHOOK_SECRET{rotation}")
+    if settings.allow_unauthenticated_webhooks:
+        return Outcome(
+            "WARN",
+            "MAGBRIDGE_WEBHOOK_SECRET unset and MAGBRIDGE_ALLOW_UNAUTHENTICATED_WEBHOOKS=true: "
+            "anyone who reaches the receiver can post webhooks",
+        )
+    return Outcome(
+        "WARN",
+        "MAGBRIDGE_WEBHOOK_SECRET unset: `magbridge web` and `run` refuse to start without it (docs/security.md)",
+    )
+
+
+def _settled(outcome: Outcome) -> Check:
+    """A check whose outcome the settings alone decide."""
+
+    async def check() -> Outcome:
+        return outcome
+
+    return check
+
+
+def _admin_outcome(settings: Settings) -> Outcome:
+    if settings.admin_token is not None:
+        return _ok("admin API on (MAGBRIDGE_ADMIN_TOKEN set)")
+    return Outcome(
+        "WARN",
+        "MAGBRIDGE_ADMIN_TOKEN unset: the admin API answers 503 "
+        "(from a shell: magbridge events, magbridge dead-letters, magbridge replay)",
+    )
 
 
 async def _webhook_outcome(settings: Settings, admin: WebhookAdmin) -> Outcome:
@@ -206,6 +240,8 @@ async def run_check(settings: Settings, *, out: TextIO, strict: bool = False) ->
                 return await _webhook_outcome(settings, WebhookAdmin(magnews))
 
             checks: list[tuple[str, Check]] = [
+                ("receiver", _settled(_receiver_outcome(settings))),
+                ("admin", _settled(_admin_outcome(settings))),
                 ("rules", rules),
                 ("redis", redis_check),
                 ("magicbell", magicbell_auth),
@@ -236,19 +272,27 @@ def _summary(out: TextIO, failures: int, warnings: int, *, strict: bool) -> int:
 
 
 def check_command(out: TextIO, *, strict: bool = False) -> int:
-    """``magbridge check``: settings first (nothing else can run without them), then the rest."""
+    """``magbridge check``: settings first (nothing else can run without them, exit status 2), then the rest."""
     try:
         settings = load_settings()
     except ConfigError as exc:
         out.write(f"{'FAIL':<5} {'settings':<10} {exc}\n")
-        return _summary(out, 1, 0, strict=strict)
+        _summary(out, 1, 0, strict=strict)
+        return 2
     configure_logging("warning", "console")
     return asyncio.run(run_check(settings, out=out, strict=strict))
 
 
 def add_check_parser(commands: Any) -> None:
     """Add the ``check`` subcommand to ``commands`` (argparse sub-parsers)."""
-    check = commands.add_parser("check", help="validate settings and rules, reach Redis and each API")
+    check = commands.add_parser(
+        "check",
+        help="validate settings and rules, reach Redis and each API",
+        description="Validates the settings and rules, reaches Redis (persistence, eviction policy) and each API "
+        "with its credentials, looks up the Magnews subscription, and warns about a missing webhook secret or "
+        "admin token: one line each. Exit status 2 for invalid settings, 1 when a check failed (--strict: or "
+        "warned), else 0. Secrets are never printed.",
+    )
     check.add_argument("--strict", action="store_true", help="warnings fail too (exit status 1)")
 
 

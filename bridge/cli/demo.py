@@ -5,9 +5,21 @@ receiver with the Magnews simulator (which sends its test request), has the simu
 realistic stream of webhook events (with resends, as Magnews does on timeouts), then checks the
 bridge's own records against what the simulators received.
 
+The receiver requires a webhook secret the demo generates for each run, and the demo registers
+its URL with ``?token=`` as an operator would (``magbridge magnews-webhook register``). Where its
+Redis comes from (a private redis-server, or an empty database it is given, cleaned up at the end)
+is ``bridge.cli.demo_redis``; ``run_demo`` runs on ``settings.redis_url``.
+
 Magnify traffic: the worker polls the Magnify simulator's small account every second with the
 simulator's client credentials; more metrics are appended while the demo runs, and the summary
 checks that every metric the simulator holds was ingested once and delivered by the rules.
+
+The demo configures the bridge for the reading of the specs it runs the simulators under, as an
+operator of such a vendor would: under ``magnews.primary_key=email`` it sets
+``MAGNEWS_PRIMARY_KEY=email``. Merges that end ``unmatched`` or ``superseded`` are final without a
+request, so the Magnews check compares the merges the bridge delivered (``confirmed`` by a read-back
+included) with the merge items the simulator accepted (``ok: true``; not its 200 answers, as a
+``batchmerge`` answer can refuse single items).
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import secrets
 import time
 import uuid
 from collections import Counter
@@ -24,13 +37,16 @@ from typing import Any, TextIO
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from bridge.events import magnify_envelope
 from bridge.simulators import SimulatorEndpoints, run_simulators
+from bridge.simulators.magnews import PRIMARY_KEYS
 from bridge.simulators.magnify import MAGNIFY_ACCOUNTS, MAGNIFY_BACKEND, MagnifyBackend
 from bridge.store import keys
 from bridge.store.connections import open_redis
 from bridge.store.reads import EventReader
+from bridge.store.stats import series_name
 from bridge.web.app import create_app
 from config.settings import Settings
 
@@ -64,12 +80,41 @@ class DemoSummary:
     broadcasts_by_bridge: int = 0
     broadcasts_at_magicbell: int = 0
     merges_by_bridge: int = 0
-    merges_at_magnews: int = 0
+    merges_confirmed: int = 0  # of merges_by_bridge: an answer without outcome, confirmed by a read-back
+    merges_unmatched: int = 0  # final without a request: no contact to merge into
+    merges_superseded: int = 0  # final without a request: a newer merge of the contact went
+    merges_at_magnews: int = 0  # merge items the simulator accepted
+    broadcasts_created: int = 0  # broadcasts the MagicBell simulator created (its side effects)
     magnify_metrics: int = 0  # what the Magnify simulator holds, appended metrics included
     magnify_appended: int = 0
     magnify_ingested: int = 0
     magnify_statuses: Counter[str] = field(default_factory=Counter)
     elapsed: float = 0.0
+
+    @property
+    def events_sent(self) -> int:
+        """Webhook events sent and Magnify metrics the simulator holds (resends not counted)."""
+        return self.sent + self.magnify_metrics
+
+    @property
+    def events_delivered(self) -> int:
+        return self.statuses["delivered"] + self.magnify_statuses["delivered"]
+
+    @property
+    def events_ignored(self) -> int:
+        return self.statuses["ignored"] + self.magnify_statuses["ignored"]
+
+    @property
+    def events_dead(self) -> int:
+        """Events with a dead letter (status ``failed``)."""
+        return self.statuses["failed"] + self.magnify_statuses["failed"]
+
+    @property
+    def duplicated(self) -> int:
+        """Side effects at the simulators beyond what the bridge delivered (a broadcast or merge twice)."""
+        return max(0, self.broadcasts_created - self.broadcasts_by_bridge) + max(
+            0, self.merges_at_magnews - self.merges_by_bridge
+        )
 
     @property
     def consistent(self) -> bool:
@@ -82,10 +127,19 @@ class DemoSummary:
             and self.magnify_ingested == self.magnify_metrics == magnify_finished
             and self.broadcasts_by_bridge == self.broadcasts_at_magicbell
             and self.merges_by_bridge == self.merges_at_magnews
+            and self.duplicated == 0
         )
 
 
-def _demo_settings(settings: Settings, endpoints: SimulatorEndpoints) -> Settings:
+def _tally_growth(before: dict[str, int], after: dict[str, int], name: str, source: str) -> int:
+    """How much the store's tally ``name`` of ``source`` grew (``keys.STATS``, see ``bridge.store.stats``)."""
+    field = series_name(name, {"source": source})
+    return after.get(field, 0) - before.get(field, 0)
+
+
+def _demo_settings(
+    settings: Settings, endpoints: SimulatorEndpoints, webhook_secret: str, primary_key: str
+) -> Settings:
     return Settings(
         **{
             **settings.model_dump(),
@@ -94,10 +148,17 @@ def _demo_settings(settings: Settings, endpoints: SimulatorEndpoints) -> Setting
             "magnews_base_url": endpoints.magnews_base_url,
             "magnews_token": "sim-magnews-token",
             "magnews_database_id": settings.magnews_database_id or 7,
+            # The field that keys the simulator's database under the reading chosen, as its operator sets it.
+            "magnews_primary_key": primary_key,
             "magicbell_recipients": settings.magicbell_recipients or ["ops@example.com"],
             "magnify_base_url": endpoints.magnify_base_url,
             "magnify_token_url": endpoints.magnify_token_url,
-            "webhook_secret": None,
+            # A secret of this run's own, whatever the environment says: the receiver requires one,
+            # and an operator's allow-list or proxies would refuse the simulator on 127.0.0.1.
+            "webhook_secret": webhook_secret,
+            "webhook_secret_previous": None,
+            "webhook_allowed_networks": [],
+            "trusted_proxies": [],
             # The simulators take any pace; the vendors' limits apply to the real APIs only.
             "magicbell_max_rps": 0,
             "magnews_max_rps": 0,
@@ -130,8 +191,16 @@ def _make_event(rng: random.Random, run: str, number: int) -> dict[str, Any]:
 
 
 class _Demo:
-    def __init__(self, settings: Settings, endpoints: SimulatorEndpoints, http: aiohttp.ClientSession, out: TextIO):
+    def __init__(
+        self,
+        settings: Settings,
+        webhook_secret: str,
+        endpoints: SimulatorEndpoints,
+        http: aiohttp.ClientSession,
+        out: TextIO,
+    ):
         self.settings = settings
+        self.webhook_secret = webhook_secret
         self.endpoints = endpoints
         self.http = http
         self.out = out
@@ -141,9 +210,10 @@ class _Demo:
         self.magnify_ids: list[str] = []
 
     async def register(self, receiver_url: str) -> None:
+        uri = URL(f"{receiver_url}/webhooks/magnews").with_query(token=self.webhook_secret)
         async with self.http.post(
             f"{self.endpoints.magnews_base_url}/v19/webhooks/create",
-            json={"uri": f"{receiver_url}/webhooks/magnews", "topics": ",".join(sorted(_TOPIC_WEIGHTS))},
+            json={"uri": str(uri), "topics": ",".join(sorted(_TOPIC_WEIGHTS))},
             headers={"Authorization": "Bearer sim-magnews-token"},
         ) as response:
             body = await response.json()
@@ -208,28 +278,41 @@ class _Demo:
             records: list[dict[str, Any]] = await response.json()
         return records
 
+    async def sim_state(self, base_url: str) -> dict[str, Any]:
+        async with self.http.get(f"{base_url}/_sim/state") as response:
+            state: dict[str, Any] = await response.json()
+        return state
+
+    def count_action(self, action: dict[str, Any]) -> None:
+        status, summary = action["status"], self.summary
+        if action["destination"] == "magicbell":
+            if status == "delivered":
+                summary.broadcasts_by_bridge += len(action["requests"])
+        elif status == "delivered":
+            summary.merges_by_bridge += 1
+            attempts = action.get("attempts") or [{}]
+            if attempts[-1].get("outcome") == "confirmed":
+                summary.merges_confirmed += 1
+        elif status == "unmatched":
+            summary.merges_unmatched += 1
+        elif status == "superseded":
+            summary.merges_superseded += 1
+
     async def reconcile(self, store: EventReader) -> None:
         ours = set(self.event_ids) | set(self.magnify_ids)
         for event_id in [*self.event_ids, *self.magnify_ids]:
             event = await store.get(event_id)
             for action in (event.actions if event else {}).values():
-                if action["status"] == "delivered":
-                    if action["destination"] == "magicbell":
-                        self.summary.broadcasts_by_bridge += len(action["requests"])
-                    else:
-                        self.summary.merges_by_bridge += 1
+                self.count_action(action)
         broadcasts = {
             record["body"]["id"]
             for record in await self.sim_requests(self.endpoints.magicbell_base_url, "/broadcasts")
             if record["status"] == 201 and record["body"]["custom_attributes"]["magbridge_event_id"] in ours
         }
         self.summary.broadcasts_at_magicbell = len(broadcasts)
-        merges = await self.sim_requests(self.endpoints.magnews_base_url, "/v19/contacts/")
-        self.summary.merges_at_magnews = sum(
-            len(record["body"]["contacts"]) if record["path"].endswith("batchmerge") else 1
-            for record in merges
-            if record["status"] == 200
-        )
+        self.summary.broadcasts_created = (await self.sim_state(self.endpoints.magicbell_base_url))["side_effects"]
+        # Accepted items, not 200 answers: a batchmerge answered 200 can refuse some of its contacts.
+        self.summary.merges_at_magnews = (await self.sim_state(self.endpoints.magnews_base_url))["merges_accepted"]
 
 
 async def _watch(
@@ -249,6 +332,16 @@ async def _watch(
     demo.out.write("\ntimed out waiting for deliveries\n")
 
 
+async def _stop(worker_task: asyncio.Task[None]) -> None:
+    """Cancel the worker, and again while a Redis call in flight lost the cancellation (arq would poll
+    on, and the demo never end; ``workers.supervisor`` does the same for ``magbridge worker``)."""
+    while not worker_task.done():
+        worker_task.cancel()
+        await asyncio.wait({worker_task}, timeout=0.5)
+    with contextlib.suppress(asyncio.CancelledError):
+        await worker_task
+
+
 def _report(summary: DemoSummary, out: TextIO) -> None:
     s = summary
     lines = [
@@ -259,10 +352,14 @@ def _report(summary: DemoSummary, out: TextIO) -> None:
         "  outcomes                   " + ", ".join(f"{k} {v}" for k, v in sorted(s.statuses.items())),
         f"  MagicBell broadcasts       bridge delivered {s.broadcasts_by_bridge}, "
         f"simulator holds {s.broadcasts_at_magicbell}",
-        f"  Magnews merges             bridge delivered {s.merges_by_bridge}, simulator holds {s.merges_at_magnews}",
+        f"  Magnews merges             bridge delivered {s.merges_by_bridge}"
+        + (f" ({s.merges_confirmed} confirmed by read-back)" if s.merges_confirmed else "")
+        + f", simulator holds {s.merges_at_magnews}; unmatched {s.merges_unmatched}, superseded {s.merges_superseded}",
         f"  Magnify metrics            simulator holds {s.magnify_metrics} ({s.magnify_appended} appended while "
         f"running), bridge ingested {s.magnify_ingested}",
         "  Magnify outcomes           " + ", ".join(f"{k} {v}" for k, v in sorted(s.magnify_statuses.items())),
+        f"  events                     sent {s.events_sent}, delivered {s.events_delivered}, ignored "
+        f"{s.events_ignored}, dead-lettered {s.events_dead}, duplicated {s.duplicated}",
         f"  elapsed                    {s.elapsed:.1f}s",
         "  result                     " + ("CONSISTENT" if s.consistent else "MISMATCH"),
     ]
@@ -286,7 +383,9 @@ async def run_demo(
     # not find its metrics already ingested.
     magnify = {**MAGNIFY_ACCOUNTS["small"], "seed": random.randrange(2**32)}
     async with run_simulators(magnify=magnify, readings=readings) as sims, aiohttp.ClientSession() as http:
-        settings = _demo_settings(settings, sims.endpoints)
+        webhook_secret = secrets.token_urlsafe(24)
+        primary_key = (readings or {}).get("magnews", {}).get("primary_key", PRIMARY_KEYS[0])
+        settings = _demo_settings(settings, sims.endpoints, webhook_secret, primary_key)
         runner = web.AppRunner(create_app(settings))
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -296,7 +395,7 @@ async def run_demo(
         redis = open_redis(settings.redis_url)
         store = EventReader(redis)
         stats_before = await store.stats()
-        demo = _Demo(settings, sims.endpoints, http, out)
+        demo = _Demo(settings, webhook_secret, sims.endpoints, http, out)
         try:
             out.write(f"demo run {demo.run}: simulators up, receiver at {receiver}, worker started\n")
             registered_before = await store.stats()
@@ -305,14 +404,8 @@ async def run_demo(
             # Magnews's test request is unpublished; in some readings (an empty object, a sample
             # event) the receiver stores it as an event: not one of the events this demo sends.
             test_request_events, test_request_duplicates = (
-                sum(
-                    (registered_after.get(name, 0) - registered_before.get(name, 0)) * sign
-                    for name, sign in ((total, 1), (magnify, -1))
-                )
-                for total, magnify in (
-                    ("received", "magnify_metrics_ingested"),
-                    ("duplicates", "magnify_metrics_duplicate"),
-                )
+                _tally_growth(registered_before, registered_after, name, "magnews")
+                for name in ("received", "duplicates")
             )
             backend = sims.magnify_app[MAGNIFY_BACKEND]
 
@@ -324,30 +417,19 @@ async def run_demo(
             await _watch(demo, store, sender, backend, timeout)
             await sender
             stats_after = await store.stats()
-            magnify_new = stats_after.get("magnify_metrics_ingested", 0) - stats_before.get(
-                "magnify_metrics_ingested", 0
+            demo.summary.magnify_ingested = _tally_growth(stats_before, stats_after, "received", "magnify")
+            demo.summary.accepted = (
+                _tally_growth(stats_before, stats_after, "received", "magnews") - test_request_events
             )
-            magnify_again = stats_after.get("magnify_metrics_duplicate", 0) - stats_before.get(
-                "magnify_metrics_duplicate", 0
-            )
-            demo.summary.magnify_ingested = magnify_new
-            # The store counts Magnify metrics with the webhook events: take them out.
-            received = stats_after.get("received", 0) - stats_before.get("received", 0)
-            demo.summary.accepted = received - magnify_new - test_request_events
             demo.summary.duplicates = (
-                stats_after.get("duplicates", 0)
-                - stats_before.get("duplicates", 0)
-                - magnify_again
-                - test_request_duplicates
+                _tally_growth(stats_before, stats_after, "duplicates", "magnews") - test_request_duplicates
             )
             demo.summary.statuses = await demo.statuses(store)
             demo.expect_magnify(backend)
             demo.summary.magnify_statuses = await demo.statuses(store, demo.magnify_ids)
             await demo.reconcile(store)
         finally:
-            worker_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker_task
+            await _stop(worker_task)
             await worker.close()
             await redis.aclose()
             await runner.cleanup()

@@ -94,6 +94,14 @@ class EventReader:
             raise StoreUnavailable(f"redis: {exc}") from exc
         return int(events), int(dead)
 
+    async def count_between(self, index: str, *, min_ms: int | None = None, max_ms: int | None = None) -> int:
+        """How many ids of the ``events`` or ``dead`` index fall in the time range (``ZCOUNT``: O(log n))."""
+        low, high = "-inf" if min_ms is None else min_ms, "+inf" if max_ms is None else max_ms
+        try:
+            return int(await _resolve(self.redis.zcount(_INDEXES[index], low, high)))
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
     async def dead_letter_times(self, event_ids: list[str]) -> list[int | None]:
         """When each event became a dead letter (ms), or ``None`` when it is not one."""
         return await self._scores(keys.DEAD_INDEX, event_ids)
@@ -118,6 +126,18 @@ class EventReader:
         except RedisError as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
         return ttl if ttl >= 0 else None
+
+    async def seen(self, event_id: str) -> tuple[int, int] | None:
+        """The dedupe marker of an id (``keys.seen``): when its first copy was received (epoch ms) and
+        the milliseconds until the marker expires; ``None`` when the id is unknown or past the window."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.get(keys.seen(event_id))
+                pipe.pttl(keys.seen(event_id))
+                received, ttl = await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        return None if received is None else (int(received), max(int(ttl), 0))
 
     async def stats(self) -> dict[str, int]:
         """The shared counters (``keys.STATS``)."""

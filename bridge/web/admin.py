@@ -2,7 +2,8 @@
 
 Every route needs ``Authorization: Bearer $MAGBRIDGE_ADMIN_TOKEN`` (checked in constant time); a
 missing or wrong token is a 401, and without a configured token the whole API answers 503. Errors
-are raised as ``RequestRejected`` and rendered by the problem middleware.
+are raised as ``RequestRejected`` and rendered by the problem middleware. The bodies are built by
+``bridge.store.views``, which ``magbridge events`` and ``magbridge dead-letters`` print too.
 """
 
 from __future__ import annotations
@@ -16,27 +17,15 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from bridge.store.queries import (
-    EventQuery,
-    InvalidQuery,
-    decode_cursor,
-    encode_cursor,
-    find_events,
-    format_ms,
-    parse_instant,
-)
-from bridge.store.records import StoredEvent
+from bridge.store.queries import EventQuery, InvalidQuery, decode_cursor, parse_instant
 from bridge.store.replay import ReplayRequest, SelectionTooLarge, run_replay
+from bridge.store.views import DEFAULT_LIMIT, MAX_LIMIT, dead_letters_page, event_detail, events_page, missing_event
 from bridge.web.json_bounds import JsonBounds, decode_json
 from bridge.web.state import READER, REDIS, SETTINGS
 from config.errors import RequestRejected
-from workers.mapping import action_key
 
 __all__ = ["MAX_LIMIT", "admin_routes"]
 
-DEFAULT_LIMIT = 50
-_DEAD_ACTION_FIELDS = ("key", "rule", "index", "kind", "destination", "status", "last_error", "last_response")
-MAX_LIMIT = 500
 _log = structlog.get_logger("magbridge.admin")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -126,99 +115,27 @@ def _cursor(params: dict[str, str]) -> tuple[int, str] | None:
         raise _invalid(exc.parameter, exc.message) from None
 
 
-def _summary(event: StoredEvent) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "source": event.source,
-        "type": event.type,
-        "status": event.status,
-        "occurred_at": event.occurred_at,
-        "received_at": format_ms(event.received_at),
-        "updated_at": format_ms(event.updated_at),
-        "error": event.error,
-        "generation": event.generation,
-        "runs": event.runs,
-    }
-
-
-def _actions(event: StoredEvent) -> list[dict[str, Any]]:
-    """Every action record of every generation, oldest generation first, each marked with its own."""
-    views = []
-    for key, record in event.actions.items():
-        rule, index = str(record.get("rule", "")), int(record.get("index", 0))
-        generation = next(
-            (g for g in range(event.generation, -1, -1) if action_key(event.id, rule, index, g) == key), None
-        )
-        views.append({**record, "key": key, "generation": generation, "current": generation == event.generation})
-    return sorted(views, key=lambda view: (view["generation"] or 0, view["rule"], view["index"]))
-
-
 @_admin
 async def list_events(request: web.Request) -> web.Response:
     params = _params(request, ("source", "type", "status", "since", "until", "limit", "cursor"))
     query, limit, after = _query(params), _limit(params), _cursor(params)
-    page = await find_events(request.app[READER], query, limit=limit, after=after)
-    return web.json_response(
-        {
-            "events": [_summary(event) for event in page.events],
-            "count": len(page.events),
-            "next_cursor": None if page.cursor is None else encode_cursor(page.cursor),
-        }
-    )
+    return web.json_response(await events_page(request.app[READER], query, limit=limit, after=after))
 
 
 @_admin
 async def get_event(request: web.Request) -> web.Response:
     event_id = request.match_info["event_id"]
-    store = request.app[READER]
-    event = await store.get(event_id)
-    if event is None:
-        raise RequestRejected(
-            404, "Event not found", f"no event {event_id!r}: never received, or past the retention window"
-        )
-    [dead_at] = await store.dead_letter_times([event_id])
-    [job_due] = await store.due_times([event_id])
-    expires_in = await store.expires_in_ms(event_id)
-    return web.json_response(
-        {
-            **_summary(event),
-            "payload": event.payload,
-            "actions": _actions(event),
-            "replays": event.replays,
-            "dead_letter_at": format_ms(dead_at),
-            "job": None if job_due is None else {"id": event.job or None, "due_at": format_ms(job_due)},
-            "expires_in_seconds": None if expires_in is None else round(expires_in / 1000),
-        }
-    )
+    detail = await event_detail(request.app[READER], event_id)
+    if detail is None:  # the detail says whether the id was seen and only its record expired
+        raise RequestRejected(404, "Event not found", await missing_event(request.app[READER], event_id))
+    return web.json_response(detail)
 
 
 @_admin
 async def list_dead_letters(request: web.Request) -> web.Response:
     params = _params(request, ("source", "type", "limit", "cursor"))
     query, limit, after = _query(params), _limit(params), _cursor(params)
-    store = request.app[READER]
-    page = await find_events(store, query, index="dead", limit=limit, after=after)
-    times = await store.dead_letter_times([event.id for event in page.events])
-    letters = []
-    for header, dead_at in zip(page.events, times, strict=True):
-        event = await store.get(header.id)
-        if event is None:
-            continue
-        failed = [
-            {name: view.get(name) for name in _DEAD_ACTION_FIELDS} | {"attempts": len(view.get("attempts") or [])}
-            for view in _actions(event)
-            if view.get("status") == "dead" and view["current"]
-        ]
-        letters.append({**_summary(event), "dead_letter_at": format_ms(dead_at), "failed_actions": failed})
-    _, total = await store.index_sizes()
-    return web.json_response(
-        {
-            "dead_letters": letters,
-            "count": len(letters),
-            "total": total,
-            "next_cursor": None if page.cursor is None else encode_cursor(page.cursor),
-        }
-    )
+    return web.json_response(await dead_letters_page(request.app[READER], query, limit=limit, after=after))
 
 
 async def _read_json(request: web.Request) -> Any:

@@ -3,9 +3,12 @@
 ``/readyz`` runs every check and names each failing one in ``reasons`` (503), in this order:
 
     redis    Redis answers PING (within two seconds).
-    worker   a worker's heartbeat is fresh: every worker rewrites arq's heartbeat (``keys.WORKER_HEARTBEAT``)
-             each ``health_check_interval`` (5 s) with a TTL one second longer, so the key is gone
-             about 6 s after the last worker stopped. Skipped with ``MAGBRIDGE_READY_REQUIRES_WORKER=false``.
+    worker   only with ``MAGBRIDGE_READY_REQUIRES_WORKER=true``: a worker's heartbeat is fresh. Every
+             worker rewrites arq's heartbeat (``keys.WORKER_HEARTBEAT``) each ``health_check_interval``
+             (5 s) with a TTL one second longer, so the key is gone about 6 s after the last worker
+             stopped. Off by default: Redis holds the queue, so the receiver keeps storing events
+             while no worker runs; a worker's health is its own probe (``workers.probes``) and the
+             ``magbridge_worker_up`` alert.
     magnify  when polling is on: the poller's last token request succeeded (``keys.MAGNIFY_AUTH``,
              JSON ``{"ok": bool, "error": str, "at": epoch_ms}``, written by the worker).
     magicbell, magnews

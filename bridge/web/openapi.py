@@ -1,8 +1,13 @@
 """``GET /openapi.json``: the OpenAPI 3.1 document of every route, built in code.
 
 The replay body's schema comes from its Pydantic model, so the document cannot drift from what the
-handler accepts; ``tests/test_openapi.py`` checks every route of the app against this document and
-validates real responses with its schemas.
+handler accepts; ``tests/test_openapi.py`` checks every route of the app against this document,
+validates it against the OpenAPI 3.1 schema and validates real responses with its schemas.
+
+Every operation has an ``operationId``, takes an optional ``X-Request-ID`` and answers with one
+(``bridge.web.request_id``). Problem documents are RFC 9457, type ``about:blank``: each error
+response states its ``status`` and its ``title``, the status's phrase (``bridge.web.problems``).
+``servers``: ``MAGBRIDGE_PUBLIC_URL`` when it is set, and the service that serves the document.
 """
 
 from __future__ import annotations
@@ -13,6 +18,10 @@ from aiohttp import web
 
 from bridge.store.records import EVENT_STATUSES
 from bridge.store.replay import MAX_REPLAY_EVENTS, ReplayRequest
+from bridge.version import version
+from bridge.web.problems import status_title
+from bridge.web.request_id import REQUEST_ID_HEADER
+from bridge.web.state import SETTINGS
 
 __all__ = ["build_openapi", "openapi_json"]
 
@@ -39,8 +48,15 @@ def _json(description: str, schema: dict[str, Any], media: str = "application/js
     return {"description": description, "content": {media: {"schema": schema}}}
 
 
-def _problem(description: str) -> dict[str, Any]:
-    return _json(description, _ref("Problem"), _PROBLEM)
+def _problem(status: int, description: str) -> dict[str, Any]:
+    """An error response: a problem document with this status and its title (RFC 9457, about:blank)."""
+    schema = {
+        "allOf": [
+            _ref("Problem"),
+            {"properties": {"status": {"const": status}, "title": {"const": status_title(status)}}},
+        ]
+    }
+    return _json(description, schema, _PROBLEM)
 
 
 def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -49,9 +65,9 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
 
 
 _ADMIN_ERRORS = {
-    "400": _problem("A parameter or the body cannot be used; `errors` names it."),
-    "401": _problem("The bearer token is missing or wrong."),
-    "503": _problem("No admin token is configured (the admin API is off), or Redis does not answer."),
+    "400": _problem(400, "A parameter or the body cannot be used; `errors` names it."),
+    "401": _problem(401, "The bearer token is missing or wrong."),
+    "503": _problem(503, "No admin token is configured (the admin API is off), or Redis does not answer."),
 }
 _SINCE = "Received at or after: ISO 8601, epoch milliseconds, or a span ago (`15m`, `2h`, `7d`)."
 _UNTIL = "Received at or before; the same forms as `since`."
@@ -83,11 +99,11 @@ def _schemas() -> dict[str, Any]:
         "Problem": _object(
             ["type", "title", "status", "detail", "instance"],
             {
-                "type": {"type": "string"},
-                "title": {"type": "string"},
+                "type": {"const": "about:blank", "description": "The problem means what its status means."},
+                "title": {"type": "string", "description": "The status's phrase (RFC 9457, section 4.2.1)."},
                 "status": {"type": "integer"},
-                "detail": {"type": "string"},
-                "instance": {"type": "string"},
+                "detail": {"type": "string", "description": "What went wrong in particular."},
+                "instance": {"type": "string", "description": "The request's path (never its query)."},
                 "errors": {
                     "type": "array",
                     "items": _object(["field", "message"], {"field": _STRING, "message": _STRING}),
@@ -134,7 +150,8 @@ def _schemas() -> dict[str, Any]:
                 "reasons": {"type": "array", "items": {"type": "string"}},
                 "checks": {
                     "type": "object",
-                    "description": "`redis`, `worker` (unless not required), `magnify` (when polling is on).",
+                    "description": "`redis`, `worker` (only with MAGBRIDGE_READY_REQUIRES_WORKER=true), "
+                    "`magnify` (when polling is on), `magicbell` and `magnews` (only while paused; not blocking).",
                     "additionalProperties": {
                         "type": "object",
                         "required": ["ok"],
@@ -161,7 +178,17 @@ def _schemas() -> dict[str, Any]:
                 "index": {"type": "integer"},
                 "kind": {"type": "string"},
                 "destination": {"type": "string"},
-                "status": {"type": "string", "description": "pending, retrying, deferred, delivered or dead."},
+                "status": {
+                    "type": "string",
+                    "description": "pending, retrying, deferred, delivered or dead; or, for a Magnews merge that "
+                    "needed no request, unmatched (no contact found) or superseded (a newer merge for the contact "
+                    "went first): final, neither delivered nor a dead letter.",
+                },
+                "note": {
+                    "type": "string",
+                    "description": "Why an unmatched or superseded action was not sent, e.g. 'no contact of "
+                    "database 7 has magnify_user_id = ...'.",
+                },
                 "requests": {"type": "array", "items": {"type": "string"}},
                 "attempts": {"type": "array", "items": {"type": "object", "properties": {"at": _TIME}}},
                 "last_error": _NULLABLE_STRING,
@@ -294,9 +321,19 @@ def _paths() -> dict[str, Any]:
     return {
         "/webhooks/magnews": {
             "post": {
+                "operationId": "receiveMagnewsWebhook",
                 "tags": ["ingest"],
                 "summary": "Receive Magnews webhook events; 200 only once every event is stored.",
-                "parameters": [_query("token", "The webhook secret, when MAGBRIDGE_WEBHOOK_SECRET is set.")],
+                "parameters": [
+                    _query("token", "The webhook secret, when MAGBRIDGE_WEBHOOK_SECRET is set."),
+                    {
+                        "name": "X-Webhook-Token",
+                        "in": "header",
+                        "required": False,
+                        "description": "The webhook secret, instead of `token` (for senders that can set headers).",
+                        "schema": {"type": "string"},
+                    },
+                ],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -312,19 +349,24 @@ def _paths() -> dict[str, Any]:
                 },
                 "responses": {
                     "200": _json("Stored (or duplicates of events already stored).", _ref("WebhookAck")),
-                    "400": _problem("Not JSON, not UTF-8, or an item that is not an object; `errors` names it."),
-                    "401": _problem("The webhook token is missing or wrong."),
-                    "403": _problem("The client address is not allowed to send webhooks."),
-                    "405": _problem("Another method."),
-                    "408": _problem("The body did not arrive in time."),
-                    "413": _problem("Larger than the size limit, or too many events."),
-                    "415": _problem("Content-Type is not application/json."),
-                    "503": _problem("Redis does not answer; nothing was stored. Retry."),
+                    "400": _problem(400, "Not JSON, not UTF-8, or an item that is not an object; `errors` names it."),
+                    "401": _problem(401, "The webhook token is missing or wrong."),
+                    "403": _problem(403, "The client address is not allowed to send webhooks."),
+                    "405": _problem(405, "Another method."),
+                    "408": _problem(408, "The body did not arrive in time."),
+                    "413": _problem(413, "Larger than the size limit, or too many events."),
+                    "415": _problem(415, "Content-Type is not application/json."),
+                    "503": _problem(
+                        503,
+                        "Redis does not answer; nothing was stored. Or, with MAGBRIDGE_REDIS_MIN_REPLICAS_ACK, "
+                        "the replicas did not confirm in time: stored, not acknowledged. Retry.",
+                    ),
                 },
             }
         },
         "/healthz": {
             "get": {
+                "operationId": "getHealth",
                 "tags": ["probes"],
                 "summary": "The process lives.",
                 "responses": {"200": _json("Alive.", _ref("Health"))},
@@ -332,8 +374,10 @@ def _paths() -> dict[str, Any]:
         },
         "/readyz": {
             "get": {
+                "operationId": "getReadiness",
                 "tags": ["probes"],
-                "summary": "Redis answers, a worker heartbeat is fresh, Magnify credentials work (when polling).",
+                "summary": "Redis answers; Magnify credentials work (when polling); a worker heartbeat is fresh "
+                "(only with MAGBRIDGE_READY_REQUIRES_WORKER=true).",
                 "responses": {
                     "200": _json("Ready.", _ref("Readiness")),
                     "503": _json("Not ready; `reasons` names each failing check.", _ref("Readiness")),
@@ -342,13 +386,15 @@ def _paths() -> dict[str, Any]:
         },
         "/metrics": {
             "get": {
+                "operationId": "getMetrics",
                 "tags": ["probes"],
-                "summary": "Prometheus text format: bridge-wide series from Redis and this process's own.",
+                "summary": "Prometheus text format: this process's own series, and the queue's (scope=\"queue\").",
                 "responses": {"200": _json("The metrics.", {"type": "string"}, "text/plain")},
             }
         },
         "/openapi.json": {
             "get": {
+                "operationId": "getOpenApi",
                 "tags": ["meta"],
                 "summary": "This document.",
                 "responses": {"200": _json("OpenAPI 3.1.", {"type": "object"})},
@@ -356,6 +402,7 @@ def _paths() -> dict[str, Any]:
         },
         "/admin/events": {
             "get": {
+                "operationId": "listEvents",
                 **admin,
                 "summary": "Events, newest first, filtered, a page at a time.",
                 "parameters": [
@@ -372,18 +419,20 @@ def _paths() -> dict[str, Any]:
         },
         "/admin/events/{event_id}": {
             "get": {
+                "operationId": "getEvent",
                 **admin,
                 "summary": "One event: envelope, raw payload, every action with its attempts, replays.",
                 "parameters": [{"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {
                     "200": _json("The event.", _ref("EventDetail")),
-                    "404": _problem("No such event, or past the retention window."),
+                    "404": _problem(404, "No such event, or its record expired (the detail says when it came)."),
                     **_ADMIN_ERRORS,
                 },
             }
         },
         "/admin/dead-letters": {
             "get": {
+                "operationId": "listDeadLetters",
                 **admin,
                 "summary": "Events with an action that failed for good, newest first, with the last error.",
                 "parameters": [_query("source", _SOURCE), _query("type", _TYPE), _LIMIT, _CURSOR],
@@ -392,6 +441,7 @@ def _paths() -> dict[str, Any]:
         },
         "/admin/replay": {
             "post": {
+                "operationId": "replayEvents",
                 **admin,
                 "summary": "Queue events again: by ids, the dead letters, or a time range; dry_run and force.",
                 "description": (
@@ -402,7 +452,7 @@ def _paths() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ReplayRequest")}}},
                 "responses": {
                     "202": _json("What was (or, with dry_run, would be) replayed.", _ref("ReplayResult")),
-                    "415": _problem("Content-Type is not application/json."),
+                    "415": _problem(415, "Content-Type is not application/json."),
                     **_ADMIN_ERRORS,
                 },
             }
@@ -410,19 +460,54 @@ def _paths() -> dict[str, Any]:
     }
 
 
-def build_openapi() -> dict[str, Any]:
-    """The document. It names no server: paths are relative to where it is served (OpenAPI's default)."""
+def _with_request_ids(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation takes an optional ``X-Request-ID``, and every response carries one."""
+    for operations in paths.values():
+        for operation in operations.values():
+            operation["parameters"] = [*operation.get("parameters", []), {"$ref": "#/components/parameters/RequestId"}]
+            for response in operation["responses"].values():
+                response["headers"] = {REQUEST_ID_HEADER: {"$ref": "#/components/headers/RequestId"}}
+    return paths
+
+
+_REQUEST_ID_RULE = (
+    "Used as given when it is 1 to 128 characters of letters, digits and `._:=+/-`, beginning with a letter or "
+    "digit; otherwise the service makes one (32 hex digits). It is logged as `request_id` on every line the "
+    "request logs."
+)
+
+
+def build_openapi(public_url: str | None = None) -> dict[str, Any]:
+    """The document; ``public_url`` (``MAGBRIDGE_PUBLIC_URL``) is named as the first server."""
+    servers = [{"url": public_url.rstrip("/"), "description": "MAGBRIDGE_PUBLIC_URL"}] if public_url else []
+    servers.append({"url": "/", "description": "The service that serves this document."})
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "magbridge",
-            "version": "0.1.0",
+            "version": version(),
             "description": "Event bridge between Magnews, Magnify and MagicBell: webhook receiver, "
-            "probes, metrics and the admin API.",
+            "probes, metrics and the admin API. Errors are RFC 9457 problem documents.",
         },
-        "paths": _paths(),
+        "servers": servers,
+        "paths": _with_request_ids(_paths()),
         "components": {
             "schemas": _schemas(),
+            "parameters": {
+                "RequestId": {
+                    "name": REQUEST_ID_HEADER,
+                    "in": "header",
+                    "required": False,
+                    "description": f"An id for this request. {_REQUEST_ID_RULE}",
+                    "schema": {"type": "string"},
+                }
+            },
+            "headers": {
+                "RequestId": {
+                    "description": "The request's id: the client's when it was sane, else one made here.",
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:=+/-]{0,127}$"},
+                }
+            },
             "securitySchemes": {
                 "adminToken": {"type": "http", "scheme": "bearer", "description": "MAGBRIDGE_ADMIN_TOKEN"}
             },
@@ -431,5 +516,6 @@ def build_openapi() -> dict[str, Any]:
     return document
 
 
-async def openapi_json(_: web.Request) -> web.Response:
-    return web.json_response(build_openapi())
+async def openapi_json(request: web.Request) -> web.Response:
+    public_url = request.app[SETTINGS].public_url
+    return web.json_response(build_openapi(str(public_url) if public_url else None))

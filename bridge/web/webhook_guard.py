@@ -11,7 +11,9 @@ The client address is the TCP peer, unless the peer is one of ``MAGBRIDGE_TRUSTE
 not one is the client. Entries left of it were written by the client and prove nothing.
 
 The secret travels as ``?token=`` (the form Magnews can be registered with) or ``X-Webhook-Token``.
-Both the current and, during a rotation, the previous secret are valid. Each comparison is of SHA-256
+Both the current and, during a rotation, the previous secret are valid. Without a secret the guard
+refuses to be built (``ConfigError``: ``web`` and ``run`` do not start) unless
+``MAGBRIDGE_ALLOW_UNAUTHENTICATED_WEBHOOKS`` says that an open receiver is meant. Each comparison is of SHA-256
 digests with ``hmac.compare_digest``: the time taken tells neither the secret's content nor its length,
 and every valid secret is compared every time.
 """
@@ -26,13 +28,18 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 
 from aiohttp import web
 
-from config.errors import RequestRejected
+from config.errors import ConfigError, RequestRejected
 from config.settings import Settings
 
-__all__ = ["WEBHOOK_GUARD", "WebhookGuard", "client_address"]
+__all__ = ["NO_SECRET", "WEBHOOK_GUARD", "WebhookGuard", "client_address"]
 
 _TOKEN_PARAMETER = "token"
 _TOKEN_HEADER = "X-Webhook-Token"
+
+NO_SECRET = (
+    "MAGBRIDGE_WEBHOOK_SECRET is not set, so anyone who reaches the receiver could post webhooks: set it "
+    "(docs/security.md), or set MAGBRIDGE_ALLOW_UNAUTHENTICATED_WEBHOOKS=true to run without one on purpose"
+)
 
 Network = IPv4Network | IPv6Network
 Address = IPv4Address | IPv6Address
@@ -83,6 +90,9 @@ class WebhookGuard:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebhookGuard:
+        """The guard for ``settings``; ``ConfigError`` when it would let anyone in unasked."""
+        if settings.webhook_secret is None and not settings.allow_unauthenticated_webhooks:
+            raise ConfigError(NO_SECRET)
         secrets = (settings.webhook_secret, settings.webhook_secret_previous)
         return cls(
             secret_digests=tuple(_digest(secret.get_secret_value()) for secret in secrets if secret is not None),

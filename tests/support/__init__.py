@@ -10,4 +10,6 @@
 - ``redis_server``: the private redis-server the tests run against.
 - ``magnify``: the Magnify ingestion tests' settings, pollers and what was ingested.
 - ``commands``: command-line entry points run in process.
+- ``console``: the operator console over HTTP with a cookie jar, forms sent with their CSRF token.
+- ``browser``: a real headless Chromium (selenium, Debian's chromium and chromedriver) for the console.
 """

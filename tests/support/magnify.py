@@ -65,8 +65,14 @@ async def ingested_ids(redis: aioredis.Redis) -> set[str]:
 
 
 async def stat(redis: aioredis.Redis, series: str) -> int:
+    """A tally the store keeps in ``keys.STATS`` (``received|source=magnify``, ...)."""
     value = await redis.hget(STATS_KEY, series)  # type: ignore[misc]
     return int(value or 0)
+
+
+def counted(poller: MagnifyPoller, name: str, **labels: str) -> float:
+    """``magbridge_<name>_total`` in the poller's process series (``bridge.process_metrics``)."""
+    return poller.metrics.value(f"magbridge_{name}_total", **labels)
 
 
 def api_requests(sims: Simulators, path_part: str = "") -> list[RecordedRequest]:

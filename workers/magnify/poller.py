@@ -48,11 +48,12 @@ ingested. ``everything``: 0. An ISO 8601 date: that instant (UTC unless it names
 
 Redis: ``keys.MAGNIFY_LOCK``, ``keys.MAGNIFY_SLOT`` (the last slot polled), ``keys.MAGNIFY_CHECKPOINTS``,
 ``keys.MAGNIFY_NEWEST_MS`` (the newest ``occurredAt`` ingested) and ``keys.MAGNIFY_AUTH`` (the latest
-token attempt, for readiness), ``keys.MAGNIFY_START`` (the first poll's time, for ``now``). Figures
-(:mod:`bridge.store.stats`): ``magnify_polls{outcome}``, ``magnify_requests{endpoint,status}``,
-``magnify_metrics_ingested``, ``magnify_metrics_duplicate``, ``magnify_metrics_skipped``,
-``magnify_window_overflow``, the gauges ``magnify_lag_seconds`` and ``magnify_motions_unlisted``, the histogram
-``magnify_poll_duration_seconds``.
+token attempt, for readiness), ``keys.MAGNIFY_START`` (the first poll's time, for ``now``). Figures, in
+this process's series (:mod:`bridge.process_metrics`): ``magnify_polls{outcome}``,
+``magnify_requests{endpoint,status}``, ``magnify_metrics_ingested``, ``magnify_metrics_duplicate``,
+``magnify_metrics_skipped``, ``magnify_window_overflow``, the histogram ``magnify_poll_duration_seconds``;
+the gauges ``magnify_lag_seconds`` and ``magnify_motions_unlisted`` describe the last poll, whichever
+worker ran it, so they are set in ``keys.GAUGES`` (:mod:`bridge.store.stats`).
 """
 
 from __future__ import annotations
@@ -77,11 +78,13 @@ from arq.cron import CronJob
 from redis.exceptions import RedisError
 
 from bridge.events import Envelope
+from bridge.logs import redact
+from bridge.process_metrics import ProcessMetrics, WorkerSeries
 from bridge.store import keys
 from bridge.store.ingest import EventWriter
 from bridge.store.lease import Lease
 from bridge.store.scripts import script
-from bridge.store.stats import Stats
+from bridge.store.stats import SharedGauges
 from config.errors import InvalidMotionId, MagnifyApiError, MagnifyAuthError, MagnifyError, StoreUnavailable
 from config.settings import Settings, parse_start_ms
 from workers.magnify.auth import AUTH_STATE_KEY, TokenAttempt, TokenManager
@@ -144,15 +147,15 @@ class CycleReport:
 
 
 class _Tally:
-    """Counts every request to Magnify, here (for reports) and in the shared stats."""
+    """Counts every request to Magnify, here (for reports) and in the process's series."""
 
-    def __init__(self, stats: Stats):
+    def __init__(self, series: WorkerSeries):
         self.counts: Counter[str] = Counter()
-        self._stats = stats
+        self._series = series
 
     async def __call__(self, endpoint: str, status: str) -> None:
         self.counts[endpoint] += 1
-        await self._stats.incr("magnify_requests", {"endpoint": endpoint, "status": status})
+        self._series.magnify_requests.labels(endpoint, status).inc()
 
 
 class _Lease:
@@ -212,7 +215,7 @@ class MagnifyPoller:
         tally: _Tally,
         *,
         store: EventWriter,
-        stats: Stats,
+        metrics: ProcessMetrics,
         poll_seconds: int,
         concurrency: int,
         lock_seconds: float,
@@ -227,7 +230,9 @@ class MagnifyPoller:
         self.client = client
         self._tally = tally
         self._store = store
-        self._stats = stats
+        self.metrics = metrics
+        self._series = metrics.worker
+        self._gauges = SharedGauges(redis)
         self._checkpoints = CheckpointStore(redis)
         self._reader = MotionReader(client, self._checkpoints, self._ingest, now_ms=lambda: int(self._clock() * 1000))
         self._newest = script(redis, __package__, "newest.lua")
@@ -249,16 +254,18 @@ class MagnifyPoller:
         states: Sequence[str] = POLLED_STATES,
         budget_seconds: float | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: ProcessMetrics | None = None,
     ) -> MagnifyPoller:
         """A poller with its token manager and client on ``session``; needs ``settings.magnify_enabled``.
 
         ``budget_seconds`` defaults to what the job timeout leaves (module docstring); ``clock`` is
-        the wall clock of the schedule (tests move it).
+        the wall clock of the schedule (tests move it); ``metrics``: the process's series (a
+        worker's; a registry of its own when not given).
         """
         if settings.magnify_client_id is None or settings.magnify_client_secret is None:
             raise ValueError("Magnify polling needs MAGBRIDGE_MAGNIFY_CLIENT_ID and MAGBRIDGE_MAGNIFY_CLIENT_SECRET")
-        stats = Stats(redis)
-        tally = _Tally(stats)
+        metrics = metrics or ProcessMetrics()
+        tally = _Tally(metrics.worker)
 
         async def on_attempt(attempt: TokenAttempt) -> None:
             await _publish_auth_state(redis, attempt)
@@ -278,9 +285,13 @@ class MagnifyPoller:
             client,
             tally,
             store=EventWriter(
-                redis, retention_seconds=settings.retention_seconds, batch_size=settings.worker_batch_size
+                redis,
+                retention_seconds=settings.retention_seconds,
+                record_retention_seconds=settings.record_retention_seconds,
+                batch_size=settings.worker_batch_size,
+                series=metrics.ingest,
             ),
-            stats=stats,
+            metrics=metrics,
             poll_seconds=settings.magnify_poll_seconds,
             concurrency=settings.magnify_concurrency,
             lock_seconds=settings.magnify_lock_seconds,
@@ -304,7 +315,7 @@ class MagnifyPoller:
         try:
             claim = await lease.claim(slot)
             if claim == "locked":
-                await self._stats.incr("magnify_polls", {"outcome": "skipped_locked"})
+                self._series.magnify_polls.labels("skipped_locked").inc()
         except RedisError as exc:
             # No Redis, no lock and nowhere to store metrics: the next slot tries again.
             _log.error("magnify poll failed", error=f"redis: {exc}")
@@ -457,29 +468,46 @@ class MagnifyPoller:
             report.incomplete += 1
         if result.overflow:
             report.overflow += 1
-            await self._stats.incr("magnify_window_overflow")
+            self._series.magnify_window_overflow.inc()
 
     async def _ingest(self, envelopes: list[Envelope]) -> list[bool]:
         flags = await self._store.ingest(envelopes)
         new = sum(flags)
-        if new:
-            await self._stats.incr("magnify_metrics_ingested", amount=new)
-        if len(flags) > new:
-            await self._stats.incr("magnify_metrics_duplicate", amount=len(flags) - new)
+        self._series.magnify_metrics_ingested.inc(new)
+        self._series.magnify_metrics_duplicate.inc(len(flags) - new)
         return flags
 
+    def _summary(self, report: CycleReport) -> dict[str, Any]:
+        """What ``keys.MAGNIFY_LAST_CYCLE`` keeps of a cycle (its error as the log line has it)."""
+        return {
+            "at": int(self._clock() * 1000),
+            "outcome": report.outcome,
+            "seconds": round(report.seconds, 3),
+            "motions": report.motions,
+            "requests": sum(report.requests.values()),
+            "ingested": report.ingested,
+            "duplicates": report.duplicates,
+            "skipped": report.skipped,
+            "failed": report.failed,
+            "incomplete": report.incomplete,
+            "overflow": report.overflow,
+            "unreachable": report.motions_unreachable,
+            "error": redact(report.error)[:500],
+        }
+
     async def _record(self, report: CycleReport) -> None:
+        self._series.magnify_polls.labels(report.outcome).inc()
+        self._series.magnify_poll_duration.observe(report.seconds)
+        self._series.magnify_metrics_skipped.inc(report.skipped)
         try:
-            await self._stats.incr("magnify_polls", {"outcome": report.outcome})
-            await self._stats.observe("magnify_poll_duration_seconds", report.seconds)
-            if report.skipped:
-                await self._stats.incr("magnify_metrics_skipped", amount=report.skipped)
             if report.outcome != "error" or report.motions:
-                await self._stats.set_gauge("magnify_motions_unlisted", report.motions_unreachable)
+                await self._gauges.set("magnify_motions_unlisted", report.motions_unreachable)
             newest = int(await self._newest(keys=[NEWEST_KEY], args=[report.newest_ms]))
             if newest > 0:
                 lag = max(0.0, self._clock() - newest / 1000)
-                await self._stats.set_gauge("magnify_lag_seconds", round(lag, 3))
+                await self._gauges.set("magnify_lag_seconds", round(lag, 3))
+            # Whichever worker polled: the console shows the last cycle from here.
+            await self._redis.set(keys.MAGNIFY_LAST_CYCLE, json.dumps(self._summary(report), separators=(",", ":")))
         except RedisError as exc:
             _log.warning("magnify poll figures not recorded", error=str(exc))
         _log.info(
