@@ -35,7 +35,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.run import TOKENS, preload, process, sim_post, wait_finished  # noqa: E402
+from benchmarks.run import TOKENS, _env, _wait_http, preload, process, sim_post, wait_finished  # noqa: E402  # noqa: E402
 from bridge.events import Envelope, magnify_envelope  # noqa: E402
 from bridge.store import keys  # noqa: E402
 from tests.support.redis_server import RedisServer, free_port  # noqa: E402
@@ -43,25 +43,6 @@ from tests.support.redis_server import RedisServer, free_port  # noqa: E402
 PY = sys.executable
 ADMIN_TOKEN = "console-benchmark-admin-token-0123456789"
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAGBRIDGE_")}
-    env.update(extra)
-    return env
-
-
-def _wait(url: str, timeout: float = 30) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def _magnews(number: int, topic: str) -> Envelope:
@@ -217,8 +198,8 @@ def main() -> None:
             process(sim_args, _env(), "simulators", peaks),
             process([PY, "-m", "bridge.cli", "web"], env, "magbridge web", peaks) as web,
         ):
-            _wait(f"http://127.0.0.1:{magicbell}/_sim/state")
-            _wait(f"{base}/healthz")
+            _wait_http(f"http://127.0.0.1:{magicbell}/_sim/state")
+            _wait_http(f"{base}/healthz")
             sim_post(f"http://127.0.0.1:{magicbell}", "/_sim/faults", {"error_rate": 0.02, "error_status": 400})
             started = time.monotonic()
             print(f"storing {args.events:,} events ...", flush=True)
