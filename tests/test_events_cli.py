@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from bridge.cli.events import add_events_parsers, run_events_command
 from bridge.simulators import Simulators
+from bridge.store import keys
 from tests.support.events import magnews_event
 from tests.support.processes import settings_env
 from tests.support.redis_server import free_port
@@ -126,7 +127,7 @@ async def test_tables_and_the_readable_event(bridge: tuple[Service, str]) -> Non
     assert "last error: " in out
 
 
-async def test_bad_filters_and_missing_events(bridge: tuple[Service, str]) -> None:
+async def test_bad_filters_and_missing_events(bridge: tuple[Service, str], redis: aioredis.Redis) -> None:
     _, redis_url = bridge
     status, out, err = await cli(redis_url, "events", "list", "--since", "last tuesday")
     assert (status, out) == (2, "") and err.startswith("magbridge events list: --since: 'last tuesday' is not")
@@ -134,6 +135,9 @@ async def test_bad_filters_and_missing_events(bridge: tuple[Service, str]) -> No
     assert status == 2 and err == "magbridge dead-letters: --cursor: not a cursor this service gave out\n"
     status, out, err = await cli(redis_url, "events", "show", "never-seen")
     assert (status, out) == (1, "") and "no event 'never-seen'" in err
+    await redis.delete(keys.event("ig-1"), keys.actions("ig-1"))  # its record expired, its marker has not
+    status, out, err = await cli(redis_url, "events", "show", "ig-1")
+    assert (status, out) == (1, "") and "its record has expired" in err and "still answered as a duplicate" in err
     with pytest.raises(SystemExit):
         _args("events", "list", "--limit", "501")
 

@@ -28,7 +28,7 @@ from bridge.store.connections import open_redis
 from bridge.store.queries import EventQuery, InvalidQuery, decode_cursor, parse_instant
 from bridge.store.reads import EventReader
 from bridge.store.records import EVENT_STATUSES
-from bridge.store.views import DEFAULT_LIMIT, MAX_LIMIT, dead_letters_page, event_detail, events_page
+from bridge.store.views import DEFAULT_LIMIT, MAX_LIMIT, dead_letters_page, event_detail, events_page, missing_event
 from config.errors import StoreUnavailable
 from config.settings import load_settings
 
@@ -215,7 +215,9 @@ def run_events_command(args: argparse.Namespace, redis_url: str, out: TextIO, er
             event_id: str = args.event_id
 
             async def read(reader: EventReader) -> dict[str, Any] | None:
-                return await event_detail(reader, event_id)
+                detail = await event_detail(reader, event_id)
+                # No record: say whether it was never received or its record expired (views.missing_event).
+                return detail if detail is not None else {"missing": await missing_event(reader, event_id)}
 
             render = _print_event
         else:
@@ -233,8 +235,8 @@ def run_events_command(args: argparse.Namespace, redis_url: str, out: TextIO, er
     except StoreUnavailable as exc:
         err.write(f"magbridge {name}: {exc}\n")
         return 1
-    if body is None:
-        err.write(f"magbridge {name}: no event {args.event_id!r}: never received, or past the retention window\n")
+    if body is None or "missing" in body:
+        err.write(f"magbridge {name}: {body['missing'] if body else 'no answer'}\n")
         return 1
     if args.json:
         out.write(json.dumps(body, indent=2, ensure_ascii=False) + "\n")

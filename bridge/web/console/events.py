@@ -23,7 +23,7 @@ from bridge.store.queries import (
     parse_instant,
 )
 from bridge.store.records import EVENT_STATUSES
-from bridge.store.views import event_detail, event_summary
+from bridge.store.views import event_detail, event_summary, missing_event
 from bridge.web.console.auth import signed_in
 from bridge.web.console.sessions import Session
 from bridge.web.console.state import CONSOLE
@@ -128,9 +128,7 @@ async def event_page(request: web.Request, session: Session) -> web.StreamRespon
     event_id = request.match_info["event_id"]
     detail = await event_detail(request.config_dict[READER], event_id)
     if detail is None:
-        raise RequestRejected(
-            404, "Event not found", f"No event {event_id[:200]!r}: never received, or past the retention window."
-        )
+        raise RequestRejected(404, "Event not found", await missing_event(request.config_dict[READER], event_id[:200]))
     return request.app[CONSOLE].pages.render(
         "event.html",
         nav="events",
