@@ -16,12 +16,13 @@ import pytest
 import uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from bridge.cli.check import _redis_outcome
 from bridge.events import parse_magnews_body
 from bridge.simulators import Simulators
 from bridge.store.connections import open_redis, redis_location
 from bridge.store.ingest import EventWriter
 from bridge.store.replicas import ReplicaWait
-from config.errors import ConfigError, ReplicasUnconfirmed
+from config.errors import ConfigError, ReplicasUnconfirmed, StoreUnavailable
 from config.sentinel_url import parse_sentinel_url
 from config.settings import Settings
 from config.values import mask_url_credentials
@@ -273,3 +274,21 @@ def test_a_connection_the_server_reset_is_a_lost_connection_under_uvloop(
             await client.aclose()
 
     uvloop.run(write_to_a_reset_connection())
+
+
+async def test_check_counts_the_replicas_the_wait_needs(replicated: SentinelSet) -> None:
+    """``magbridge check`` fails when fewer replicas are connected than the wait needs (every webhook
+    would get 503), and warns when there is no spare."""
+    primary, _ = replicated.nodes
+    redis = open_redis(primary.url)
+    try:
+        spare = await _redis_outcome(redis, primary.url, 0)
+        assert "replica" not in spare.detail
+        exact = await _redis_outcome(redis, primary.url, 1)
+        assert (
+            exact.status == "WARN" and "1 replica(s) connected" in exact.detail and "no spare replica" in exact.detail
+        )
+        with pytest.raises(StoreUnavailable, match="MAGBRIDGE_REDIS_MIN_REPLICAS_ACK=2 needs that many replicas"):
+            await _redis_outcome(redis, primary.url, 2)
+    finally:
+        await redis.aclose()

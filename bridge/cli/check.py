@@ -78,7 +78,7 @@ def _url(url: object) -> str:
     return str(url).rstrip("/")
 
 
-async def _redis_outcome(redis: aioredis.Redis, url: str) -> Outcome:
+async def _redis_outcome(redis: aioredis.Redis, url: str, min_replicas: int = 0) -> Outcome:
     try:
         await redis.ping()
     except (RedisError, OSError) as exc:
@@ -95,7 +95,17 @@ async def _redis_outcome(redis: aioredis.Redis, url: str) -> Outcome:
         f"redis {info.get('redis_version', '?')} at {redis_location(url)}, aof {'on' if aof else 'off'}"
         f"{f' (appendfsync {fsync})' if aof and fsync else ''}, maxmemory-policy {policy}"
     )
+    replicas = int(info.get("connected_slaves", 0))
+    if min_replicas:
+        detail += f", {replicas} replica(s) connected"
+        if replicas < min_replicas:
+            raise StoreUnavailable(
+                f"{detail}: MAGBRIDGE_REDIS_MIN_REPLICAS_ACK={min_replicas} needs that many replicas, "
+                "or every webhook is answered 503"
+            )
     problems = []
+    if min_replicas and replicas == min_replicas:
+        problems.append(f"no spare replica: while one restarts every webhook is answered 503; run {replicas + 1}")
     if policy != "noeviction":
         problems.append(f"eviction policy {policy} can drop queued events; set maxmemory-policy noeviction")
     if not aof:
@@ -205,7 +215,7 @@ async def run_check(settings: Settings, *, out: TextIO, strict: bool = False) ->
                 return _ok(f"{len(ruleset.rules)} rules in {settings.rules_file}{listed}")
 
             async def redis_check() -> Outcome:
-                return await _redis_outcome(redis, settings.redis_url)
+                return await _redis_outcome(redis, settings.redis_url, settings.redis_min_replicas_ack)
 
             async def magicbell_auth() -> Outcome:
                 try:
