@@ -161,6 +161,8 @@ async def test_one_event_shows_payload_actions_attempts_and_outcome(
     assert (action["generation"], action["current"]) == (0, True)
     assert [attempt["outcome"] for attempt in action["attempts"]] == ["delivered"]
     assert action["last_response"]["status"] == 201
+    # A success keeps the start of its answer (MagicBell echoes the whole broadcast): 200 characters.
+    assert len(action["last_response"]["body"]) == 201 and action["last_response"]["body"].endswith("…")
     assert body["replays"] == [] and body["dead_letter_at"] is None and body["job"] is None
     assert 0 < body["expires_in_seconds"] <= settings.retention_seconds
 
