@@ -63,6 +63,18 @@ def _same_event(found: dict[str, Any], sent: dict[str, object]) -> bool:
     return name not in mine or name not in theirs or mine[name] == theirs[name]
 
 
+def _reported(response: ApiResponse, outcome: str = "delivered") -> Reported:
+    """An answer carrying a broadcast, with the broadcast's delivery status read from it."""
+    return Reported(
+        status=response.status,
+        body=response.body,
+        text=response.text,
+        headers=response.headers,
+        outcome=outcome,
+        vendor_status=broadcast_status(response.body),
+    )
+
+
 class MagicBellClient:
     """Project-JWT client; ``base_url`` is e.g. ``https://api.magicbell.com/v2``."""
 
@@ -115,13 +127,7 @@ class MagicBellClient:
             if found is None or not _same_event(found.body, broadcast):
                 raise
             return found
-        return Reported(
-            status=response.status,
-            body=response.body,
-            text=response.text,
-            headers=response.headers,
-            vendor_status=broadcast_status(response.body),
-        )
+        return _reported(response)
 
     async def fetch_broadcast(self, broadcast_id: str) -> Reported | None:
         """``GET /broadcasts/{id}``: the broadcast as ``Reported(outcome="confirmed")``, ``None`` on 404."""
@@ -140,14 +146,7 @@ class MagicBellClient:
             raise
         if not isinstance(response.body, dict):
             return None
-        return Reported(
-            status=response.status,
-            body=response.body,
-            text=response.text,
-            headers=response.headers,
-            outcome="confirmed",
-            vendor_status=broadcast_status(response.body),
-        )
+        return _reported(response, outcome="confirmed")
 
     async def ping(self) -> None:
         """Authenticate with a cheap read; raises ``DeliveryError`` when the token is refused."""
