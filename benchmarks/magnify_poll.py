@@ -23,23 +23,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
 
 from bridge.logs import configure_logging
 from bridge.simulators import run_simulators
 from bridge.simulators.magnify import MAGNIFY_ACCOUNTS
+from bridge.store.connections import open_redis
+from bridge.store.private_redis import PrivateRedis, RedisServerMissing
 from config.settings import Settings
 from workers.magnify.poller import MagnifyPoller
 
@@ -55,28 +54,13 @@ def _serve_simulator(order: str, pipe: Connection) -> None:
     asyncio.run(serve())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class _PrivateRedis:
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is not installed; pass --redis-url")
-        self.port = _free_port()
-        self.dir = tempfile.TemporaryDirectory()
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", self.dir.name]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        self.dir.cleanup()
+def _private_redis(workdir: Path) -> PrivateRedis:
+    try:
+        server = PrivateRedis(workdir)
+    except RedisServerMissing:
+        raise SystemExit("redis-server is not installed; pass --redis-url") from None
+    server.start()
+    return server
 
 
 @dataclass
@@ -132,7 +116,7 @@ async def _run_order(order: str, args: argparse.Namespace, redis_url: str) -> li
             magnify_start="everything",  # the figures are of a first read of the whole history
             log_level="warning",
         )
-        redis = aioredis.Redis.from_url(redis_url)
+        redis = open_redis(redis_url)
         async with aiohttp.ClientSession() as http:
             await redis.flushdb()
             if args.latency_ms:
@@ -177,7 +161,8 @@ def main() -> None:
     parser.add_argument("--redis-url", help="an empty Redis database (default: a private redis-server)")
     args = parser.parse_args()
     configure_logging("warning", "console")
-    private = None if args.redis_url else _PrivateRedis()
+    workdir = tempfile.TemporaryDirectory()
+    private = None if args.redis_url else _private_redis(Path(workdir.name))
     redis_url = args.redis_url or (private.url if private else "")
     started = time.monotonic()
     try:
@@ -187,6 +172,7 @@ def main() -> None:
     finally:
         if private is not None:
             private.stop()
+        workdir.cleanup()
     print(
         f"\ndone in {time.monotonic() - started:.1f}s (python {sys.version.split()[0]}, latency {args.latency_ms:g} ms)"
     )

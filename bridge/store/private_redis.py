@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["PrivateRedis", "RedisServerMissing", "free_port"]
+__all__ = ["PrivateRedis", "RedisServerMissing", "free_port", "stop_server"]
 
 
 class RedisServerMissing(RuntimeError):
@@ -26,6 +26,16 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def stop_server(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """SIGTERM (a redis-server exits cleanly on it), then SIGKILL if it has not gone within ``timeout``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class PrivateRedis:
@@ -69,10 +79,5 @@ class PrivateRedis:
     def stop(self) -> None:
         """End the server; its data goes with it unless it was started with ``appendonly``."""
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_server(self.process)
             self.process = None

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import redis.asyncio as aioredis
 
+from bridge.store.private_redis import stop_server
 from tests.support.redis_server import free_port
 
 __all__ = ["MASTER_NAME", "RedisNode", "SentinelSet", "answer_or_false"]
@@ -108,12 +109,7 @@ class RedisNode:
         if self.process is not None:
             if self.process.poll() is None:
                 os.kill(self.process.pid, signal.SIGCONT)  # a frozen server cannot act on SIGTERM
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_server(self.process)
             self.process = None
 
 
