@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from bridge.coalesce import Coalescer
 from bridge.store import keys
 from config.errors import PermanentDeliveryError
-from workers.destinations.mql import contacts_query
+from workers.destinations.mql import contact_field, contacts_query
 from workers.mapping import ContactRef
 
 __all__ = ["ContactLookup", "QueryContacts"]
@@ -36,15 +36,6 @@ QueryContacts = Callable[[str], Awaitable[list[dict[str, Any]]]]
 """``MQL text -> the contacts it selects`` (``MagnewsClient.query_contacts`` through the gate)."""
 Counted = Callable[[str, str], None]
 """``(source, result)``: ``cache`` or ``api``, ``found`` or ``none``; for the lookups metric."""
-
-
-def _field(contact: dict[str, Any], name: str) -> str:
-    """A field of a contact as the query shows it (under ``fields``; top level as a fallback)."""
-    fields = contact.get("fields")
-    value = fields.get(name) if isinstance(fields, dict) else None
-    if value is None:
-        value = contact.get(name)
-    return "" if value is None or isinstance(value, dict | list) else str(value).strip()
 
 
 def _primary_key(ref: ContactRef, contacts: list[dict[str, Any]]) -> str | None:
@@ -56,7 +47,8 @@ def _primary_key(ref: ContactRef, contacts: list[dict[str, Any]]) -> str | None:
         ids = " and ".join(str(contact.get("idcontact")) for contact in contacts[:2])
         raise PermanentDeliveryError(f"magnews: two contacts match ({where}): idcontact {ids}; merge into neither")
     contact = contacts[0]
-    pk, shown = _field(contact, ref.key), _field(contact, "primarykey")
+    pk = (contact_field(contact, ref.key) or "").strip()
+    shown = (contact_field(contact, "primarykey") or "").strip()
     setting = "MAGBRIDGE_MAGNEWS_PRIMARY_KEY (or the rule's key)"
     if not pk:
         raise PermanentDeliveryError(

@@ -29,7 +29,7 @@ from typing import Any
 
 from bridge.coalesce import Coalescer
 from workers.destinations.contact_lookup import QueryContacts
-from workers.destinations.mql import contacts_query
+from workers.destinations.mql import as_text, contact_field, contacts_query
 
 __all__ = ["MergeReadBack", "ReadBack", "unlike"]
 
@@ -49,31 +49,10 @@ class ReadBack:
         return self.contact is not None and not self.differs
 
 
-def _as_text(value: Any) -> str:
-    """A merge value as the API stores it: a string (``None`` is empty, a boolean ``true``/``false``)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _shown(contact: Mapping[str, Any], name: str) -> str | None:
-    """The contact's value of ``name`` as the query shows it, ``None`` when it shows none."""
-    fields = contact.get("fields")
-    if name != "status" and isinstance(fields, dict) and name in fields:
-        value = fields[name]
-    elif name in contact:  # status is the contact's own attribute, beside its fields
-        value = contact[name]
-    else:
-        return None
-    return None if isinstance(value, dict | list) else _as_text(value)
-
-
 def unlike(contact: Mapping[str, Any], values: Mapping[str, Any]) -> str:
     """ "" when ``contact`` shows every one of ``values``, else the first that it does not, said in a line."""
     for name, value in values.items():
-        sent, shown = _as_text(value).strip(), _shown(contact, name)
+        sent, shown = as_text(value).strip(), contact_field(contact, name)
         if shown is None:
             return f"no {name} (sent {sent[:_SHOWN]!r})"
         if shown.strip() != sent:
@@ -96,7 +75,7 @@ class MergeReadBack:
     async def confirm(self, database: int, key: str, values: Mapping[str, Any]) -> ReadBack:
         """Whether the contact whose ``key`` is ``values[key]`` holds ``values``; a failed query raises
         its ``DeliveryError`` (``DeliveryDeferred`` from the gate)."""
-        pk = _as_text(values.get(key))
+        pk = as_text(values.get(key))
         where = f"{key} = {pk[:_SHOWN]!r}"
         try:
             query = contacts_query(database, key, pk)

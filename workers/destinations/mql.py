@@ -11,8 +11,10 @@ what it holds. A Magnify user id as the reference shows it (``user_987654321``) 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["MAX_VALUE_LENGTH", "contacts_query", "quote"]
+__all__ = ["MAX_VALUE_LENGTH", "as_text", "contact_field", "contacts_query", "quote"]
 
 MAX_VALUE_LENGTH = 256
 """Longer values are refused: a lookup value is an id, and it travels in a URL."""
@@ -42,3 +44,26 @@ def contacts_query(database: int, field: str, value: str, *, limit: int = 2) -> 
     if not _FIELD.match(field):
         raise ValueError(f"{field[:40]!r} is not a field id")
     return f"select * from contacts where iddatabase={int(database)} and {field}={quote(value)} limit {int(limit)}"
+
+
+def as_text(value: Any) -> str:
+    """A contact value as the API stores it: a string (``None`` is empty, a boolean ``true``/``false``)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def contact_field(contact: Mapping[str, Any], name: str) -> str | None:
+    """A field of a contact the query selected, as text; ``None`` when it shows none. Fields are under
+    ``fields`` (the reference's example), the top level as a fallback; ``status`` is the contact's own
+    attribute, beside its fields."""
+    fields = contact.get("fields")
+    if name != "status" and isinstance(fields, dict) and name in fields:
+        value = fields[name]
+    elif name in contact:
+        value = contact[name]
+    else:
+        return None
+    return None if isinstance(value, dict | list) else as_text(value)
