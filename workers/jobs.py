@@ -85,13 +85,12 @@ async def _finish(deps: WorkerDeps, redis: ArqRedis, job_id: str, runs: list[Eve
         records = {action.key: run.event.actions[action.key] for action in run.changed}
         outcomes.append(RunOutcome(run.event_id, run.status, outcome, run.error, due, follow_up, records))
     async with redis.pipeline(transaction=True) as pipe:
-        await deps.runs.queue_settle(
+        finished = await deps.runs.queue_settle(
             pipe, job_id, outcomes, ledger=deps.ledger.entries(batch.recorded), ledger_ttl=deps.ledger.ttl_seconds
         )
         await pipe.execute()
-    for recorded in outcomes:
-        if recorded.outcome == "done":
-            deps.metrics.events_finished.labels(recorded.status).inc()
+    for status, count in finished.items():
+        deps.metrics.events_finished.labels(status).inc(count)
     expires = deps.settings.retention_seconds
     try:
         await asyncio.gather(

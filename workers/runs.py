@@ -75,13 +75,13 @@ class DeliveryRuns:
         *,
         ledger: Sequence[tuple[str, str]],
         ledger_ttl: int,
-    ) -> None:
+    ) -> Counter[str]:
         """Add to ``pipe`` one script call that records every run's outcome, appends each retry to
         its follow-up job's batch and writes the ledger entries ``(key, entry)`` (for ``ledger_ttl``, or
         for the record retention where their event was delivered now: only a replay of it reads them
         then); the job's own batch goes unless a run was interrupted (the job then runs again). The
         events that became final are counted in this minute's bridge-wide figure
-        (``bridge.store.throughput``) in the same pipeline."""
+        (``bridge.store.throughput``) in the same pipeline; they are returned, by status."""
         finished = not any(run.outcome == "again" for run in outcomes)
         now = now_ms()
         args: list[str | int] = [
@@ -102,7 +102,9 @@ class DeliveryRuns:
             for action_key, record in run.actions.items():
                 args += [action_key, orjson.dumps(record).decode()]
         await self._settle(keys=_SETTLE_KEYS, args=args, client=pipe)  # queued in the pipeline, sent with it
-        queue_finished(pipe, Counter(run.status for run in outcomes if run.outcome == "done"), now)
+        finished_events = Counter(run.status for run in outcomes if run.outcome == "done")
+        queue_finished(pipe, finished_events, now)
+        return finished_events
 
 
 _SETTLE_KEYS = [keys.PENDING_INDEX, keys.DEAD_INDEX]
