@@ -57,7 +57,7 @@ class WorkerSupervisor:
         if self.worker is not None:
             self.worker.handle_sig_wait_for_completion(signal.Signals(signum))
             if self._enforcer is None:
-                self._enforcer = asyncio.get_running_loop().create_task(_until_stopped(self.worker))
+                self._enforcer = asyncio.get_running_loop().create_task(until_stopped(self.worker))
 
     def handle_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -104,11 +104,11 @@ class WorkerSupervisor:
                 await asyncio.wait_for(self._stopping.wait(), _RESTART_SECONDS)
 
 
-async def _until_stopped(worker: Worker) -> None:
+async def until_stopped(worker: Worker) -> None:
     """Repeat arq's cancellation of the worker's main task where it was lost, until the task ends.
 
-    A signal that comes while arq starts up cancels it inside redis-py (arq's ``log_redis_info``),
-    which can swallow the cancellation; arq would then poll on and the process never stop."""
+    A cancellation that lands inside a Redis call (arq's ``log_redis_info`` at start-up, a poll) can
+    be swallowed by redis-py; arq would then poll on and the process (or the demo) never stop."""
     task = worker.main_task
     while task is not None and not task.done():
         await asyncio.sleep(0.5)

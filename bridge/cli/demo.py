@@ -28,12 +28,13 @@ import asyncio
 import contextlib
 import random
 import secrets
+import signal
 import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import aiohttp
 from aiohttp import web
@@ -49,6 +50,9 @@ from bridge.store.reads import EventReader
 from bridge.store.stats import series_name
 from bridge.web.app import create_app
 from config.settings import Settings
+
+if TYPE_CHECKING:
+    from arq.worker import Worker
 
 __all__ = ["DemoSummary", "run_demo"]
 
@@ -332,12 +336,16 @@ async def _watch(
     demo.out.write("\ntimed out waiting for deliveries\n")
 
 
-async def _stop(worker_task: asyncio.Task[None]) -> None:
-    """Cancel the worker, and again while a Redis call in flight lost the cancellation (arq would poll
-    on, and the demo never end; ``workers.supervisor`` does the same for ``magbridge worker``)."""
-    while not worker_task.done():
+async def _stop(worker: Worker, worker_task: asyncio.Task[None]) -> None:
+    """Stop the worker as a signal would, repeating the cancellation where a Redis call lost it
+    (``workers.supervisor.until_stopped``, as for ``magbridge worker``)."""
+    from workers.supervisor import until_stopped
+
+    if worker.main_task is None:  # not started yet
         worker_task.cancel()
-        await asyncio.wait({worker_task}, timeout=0.5)
+    else:
+        worker.handle_sig(signal.SIGTERM)
+        await until_stopped(worker)
     with contextlib.suppress(asyncio.CancelledError):
         await worker_task
 
@@ -429,7 +437,7 @@ async def run_demo(
             demo.summary.magnify_statuses = await demo.statuses(store, demo.magnify_ids)
             await demo.reconcile(store)
         finally:
-            await _stop(worker_task)
+            await _stop(worker, worker_task)
             await worker.close()
             await redis.aclose()
             await runner.cleanup()
