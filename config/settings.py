@@ -263,6 +263,12 @@ class Settings(BaseSettings):
         """The delivered record's retention, never longer than the dedupe window."""
         return min(int(self.record_retention_hours * 3600), self.retention_seconds)
 
+    def destination_limits(self, destination: str) -> tuple[float, int]:
+        """A destination's requests per second (0: no limit) and requests in flight, at most."""
+        if destination == "magicbell":
+            return self.magicbell_max_rps, self.magicbell_max_concurrency
+        return self.magnews_max_rps, self.magnews_max_concurrency
+
     @property
     def magnews_refresh_enabled(self) -> bool:
         """Magnews access tokens come from the refresh-token flow instead of ``MAGNEWS_TOKEN``."""

@@ -64,7 +64,8 @@ def credentials(settings: Settings, destination: str) -> str:
     return credential_fingerprint(settings.magnews_token)
 
 
-def _gate(redis: aioredis.Redis, settings: Settings, destination: str, rps: float, concurrency: int) -> DestinationGate:
+def _gate(redis: aioredis.Redis, settings: Settings, destination: str) -> DestinationGate:
+    rps, concurrency = settings.destination_limits(destination)
     limits = GateLimits(
         max_rps=rps,
         max_concurrency=concurrency,
@@ -83,8 +84,8 @@ def build_senders(
     """``metrics``: where the Magnews contact lookups are counted (none: not counted)."""
     magicbell = MagicBellClient.from_settings(session, settings)
     magnews = MagnewsClient.from_settings(session, settings, redis=redis)
-    magicbell_gate = _gate(redis, settings, "magicbell", settings.magicbell_max_rps, settings.magicbell_max_concurrency)
-    magnews_gate = _gate(redis, settings, "magnews", settings.magnews_max_rps, settings.magnews_max_concurrency)
+    magicbell_gate = _gate(redis, settings, "magicbell")
+    magnews_gate = _gate(redis, settings, "magnews")
 
     async def broadcast(request: Request, *, read_back: bool = False) -> ApiResponse:
         # A read-back and the create it may spare share one slot of the gate.

@@ -42,12 +42,6 @@ class DestinationState:
         return "closed"
 
 
-def _limits(settings: Settings, name: str) -> tuple[float, int]:
-    if name == "magicbell":
-        return settings.magicbell_max_rps, settings.magicbell_max_concurrency
-    return settings.magnews_max_rps, settings.magnews_max_concurrency
-
-
 async def read_destinations(redis: aioredis.Redis, settings: Settings, now_ms: int) -> list[DestinationState]:
     async with redis.pipeline(transaction=False) as pipe:
         for name in keys.DESTINATIONS:
@@ -64,7 +58,7 @@ async def read_destinations(redis: aioredis.Redis, settings: Settings, now_ms: i
         fields = {text(k): text(v) for k, v in breaker.items()}
         slot = int(text(rate)) if rate is not None and text(rate).isdigit() else None
         open_until = fields.get("open_until", "")
-        max_rps, max_concurrency = _limits(settings, name)
+        max_rps, max_concurrency = settings.destination_limits(name)
         states.append(
             DestinationState(
                 name=name,
