@@ -31,7 +31,7 @@ from config.settings import Settings
 from workers.probes import start_probes
 from workers.worker import create_worker, shutdown
 
-__all__ = ["WorkerSupervisor"]
+__all__ = ["WorkerSupervisor", "stop_running", "until_stopped"]
 
 _log = structlog.get_logger("magbridge.worker")
 _RESTART_SECONDS = 1.0
@@ -114,6 +114,19 @@ async def until_stopped(worker: Worker) -> None:
         await asyncio.sleep(0.5)
         if task.cancelling() and not task.done():
             task.cancel()
+
+
+async def stop_running(worker: Worker, task: asyncio.Task[None]) -> None:
+    """Stop a worker run in ``task`` (``worker.async_run()``) as a signal would, repeating the
+    cancellation where a Redis call lost it (``until_stopped``); for the demo and the tests, which run
+    arq's worker in a task of their own."""
+    if worker.main_task is None:  # not started yet
+        task.cancel()
+    else:
+        worker.handle_sig(signal.SIGTERM)
+        await until_stopped(worker)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _close(worker: Worker) -> None:

@@ -25,16 +25,14 @@ included) with the merge items the simulator accepted (``ok: true``; not its 200
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import secrets
-import signal
 import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import aiohttp
 from aiohttp import web
@@ -50,9 +48,6 @@ from bridge.store.reads import EventReader
 from bridge.store.stats import series_name
 from bridge.web.app import create_app
 from config.settings import Settings
-
-if TYPE_CHECKING:
-    from arq.worker import Worker
 
 __all__ = ["DemoSummary", "run_demo"]
 
@@ -336,20 +331,6 @@ async def _watch(
     demo.out.write("\ntimed out waiting for deliveries\n")
 
 
-async def _stop(worker: Worker, worker_task: asyncio.Task[None]) -> None:
-    """Stop the worker as a signal would, repeating the cancellation where a Redis call lost it
-    (``workers.supervisor.until_stopped``, as for ``magbridge worker``)."""
-    from workers.supervisor import until_stopped
-
-    if worker.main_task is None:  # not started yet
-        worker_task.cancel()
-    else:
-        worker.handle_sig(signal.SIGTERM)
-        await until_stopped(worker)
-    with contextlib.suppress(asyncio.CancelledError):
-        await worker_task
-
-
 def _report(summary: DemoSummary, out: TextIO) -> None:
     s = summary
     lines = [
@@ -384,6 +365,7 @@ async def run_demo(
     readings: Mapping[str, Mapping[str, str]] | None = None,
 ) -> DemoSummary:
     """Run the demo and return its summary (also printed to ``out``)."""
+    from workers.supervisor import stop_running
     from workers.worker import create_worker
 
     started = time.monotonic()
@@ -437,7 +419,7 @@ async def run_demo(
             demo.summary.magnify_statuses = await demo.statuses(store, demo.magnify_ids)
             await demo.reconcile(store)
         finally:
-            await _stop(worker, worker_task)
+            await stop_running(worker, worker_task)
             await worker.close()
             await redis.aclose()
             await runner.cleanup()

@@ -14,6 +14,7 @@ from arq import Worker
 
 from bridge.store import keys
 from config.settings import Settings
+from workers.supervisor import stop_running
 from workers.worker import create_worker
 
 __all__ = ["run_worker_burst", "running_worker"]
@@ -42,7 +43,5 @@ async def running_worker(settings: Settings, redis: aioredis.Redis | None = None
                 await asyncio.sleep(0.01)
         yield worker
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_running(worker, task)
         await worker.close()
